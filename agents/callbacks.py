@@ -1,0 +1,109 @@
+"""What the agent reports while it searches: TensorBoard curves, a progress bar, the best assignment, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from cwhawq.problem import Assignment  # noqa: E402
+from cwhawq.tracking import SearchRecord  # noqa: E402
+
+
+def layer_bits_figure(assignment: Assignment, layer_names: list[str]) -> plt.Figure:
+    """Bar chart of each layer's average bits, in model order."""
+    values = [float(np.mean(assignment[name])) for name in layer_names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(values)), 3.0))
+    ax.bar(range(len(values)), values)
+    ax.set_xticks(range(len(values)), layer_names, rotation=90, fontsize=6)
+    ax.set_ylabel("average bits")
+    fig.tight_layout()
+    return fig
+
+
+class SearchCallback(BaseCallback):
+    """Logs every finished episode, saves each new best assignment, and checkpoints every `checkpoint_every` episodes.
+
+    Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy,
+    average bits, size in MB, best validation accuracy so far, exploration sigma; the per-layer average bits
+    of each episode as a histogram, and a bar chart of the best assignment's per-layer bits at checkpoints.
+    """
+
+    def __init__(
+        self,
+        record: SearchRecord,
+        tb_dir: Path,
+        layer_names: list[str],
+        total_episodes: int,
+        save_best: Callable[[], None],
+        checkpoint: Callable[[], None],
+        checkpoint_every: int = 25,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.record = record
+        self.tb_dir = tb_dir
+        self.layer_names = layer_names
+        self.total_episodes = total_episodes
+        self.save_best = save_best
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self._writer: SummaryWriter | None = None
+        self._bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        self._writer = SummaryWriter(str(self.tb_dir))
+        self._bar = tqdm(
+            total=self.total_episodes, initial=self.record.episodes, desc="search", unit="ep", disable=not self.progress
+        )
+
+    def _on_step(self) -> bool:
+        if not self.locals["dones"][0]:
+            return True
+        info = self.locals["infos"][0]
+        reward = float(self.locals["rewards"][0])
+        improved = self.record.add(info, reward)
+        episode = self.record.episodes - 1
+        self._log(episode, info, reward)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(best=f"{self.record.best_val_accuracy:.2%}", bits=f"{info['avg_bits']:.2f}")
+        if improved:
+            self.save_best()
+        if self.record.episodes % self.checkpoint_every == 0:
+            self.checkpoint()
+            self._log_best_figure(episode)
+        return True
+
+    def _log(self, episode: int, info: dict, reward: float) -> None:
+        writer = self._writer
+        noise = self.model.action_noise
+        writer.add_scalar("search/reward", reward, episode)
+        writer.add_scalar("search/val_accuracy", info["val_accuracy"], episode)
+        writer.add_scalar("search/avg_bits", info["avg_bits"], episode)
+        writer.add_scalar("search/size_mb", info["size_bits"] / 8e6, episode)
+        writer.add_scalar("search/best_val_accuracy", self.record.best_val_accuracy, episode)
+        if noise is not None:
+            writer.add_scalar("search/noise_sigma", noise.sigma, episode)
+        layer_bits = np.array([np.mean(info["assignment"][name]) for name in self.layer_names])
+        writer.add_histogram("search/layer_avg_bits", layer_bits, episode)
+
+    def _log_best_figure(self, episode: int) -> None:
+        if self.record.best_assignment is not None:
+            self._writer.add_figure(
+                "search/best_layer_bits", layer_bits_figure(self.record.best_assignment, self.layer_names), episode
+            )
+
+    def _on_training_end(self) -> None:
+        self._log_best_figure(max(self.record.episodes - 1, 0))
+        self._writer.close()
+        self._bar.close()

@@ -1,0 +1,93 @@
+"""The DDPG agent: stable-baselines3's DDPG with HAQ's schedule (warm-up, decaying noise, split learning rates).
+
+Defaults (`cwhawq.settings.AgentSettings`) follow HAQ: 20 warm-up episodes of uniform random actions, Gaussian
+exploration noise whose sigma shrinks by 0.99 per episode after warm-up, discount 1 (the only reward is
+terminal), tau 0.01, batch 64, actor and critic learning rates 1e-4 and 1e-3, 300x300 networks. The agent trains
+once per episode with as many gradient steps as the episode had steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3 import DDPG
+from stable_baselines3.common.noise import ActionNoise
+
+from cwhawq.settings import AgentSettings
+
+
+class DecayingNormalNoise(ActionNoise):
+    """Gaussian action noise whose sigma is multiplied by `decay` after every episode past warm-up (HAQ)."""
+
+    def __init__(self, size: int, sigma: float, decay: float, warmup_episodes: int, seed: int) -> None:
+        super().__init__()
+        self.size = size
+        self.initial_sigma = sigma
+        self.decay = decay
+        self.warmup_episodes = warmup_episodes
+        self.episodes = 0
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def sigma(self) -> float:
+        """The current standard deviation."""
+        return self.initial_sigma * self.decay ** max(0, self.episodes - self.warmup_episodes)
+
+    def __call__(self) -> np.ndarray:
+        return self._rng.normal(0.0, self.sigma, self.size).astype(np.float32)
+
+    def reset(self) -> None:
+        """Called by stable-baselines3 at the end of every episode."""
+        self.episodes += 1
+
+
+class HaqDDPG(DDPG):
+    """DDPG whose actor learns `actor_lr_ratio` times slower than its critic, as in HAQ.
+
+    stable-baselines3 gives both optimizers one learning rate; this scales the actor's after every update of
+    the schedule.
+    """
+
+    def __init__(self, *args: Any, actor_lr_ratio: float = 0.1, **kwargs: Any) -> None:
+        self.actor_lr_ratio = actor_lr_ratio
+        super().__init__(*args, **kwargs)
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        super()._update_learning_rate(optimizers)
+        for group in self.actor.optimizer.param_groups:
+            group["lr"] *= self.actor_lr_ratio
+
+
+def make_agent(
+    env: gym.Env,
+    settings: AgentSettings,
+    steps_per_episode: int,
+    seed: int,
+    tensorboard_log: str | None = None,
+) -> HaqDDPG:
+    """Build the agent for `env` from `settings`; warm-up is counted in episodes of `steps_per_episode` steps."""
+    action_size = int(np.prod(env.action_space.shape))
+    noise = DecayingNormalNoise(
+        action_size, settings.noise_sigma, settings.noise_decay, settings.warmup_episodes, seed=seed
+    )
+    return HaqDDPG(
+        "MlpPolicy",
+        env,
+        learning_rate=settings.critic_lr,
+        actor_lr_ratio=settings.actor_lr / settings.critic_lr,
+        buffer_size=settings.buffer_size,
+        learning_starts=settings.warmup_episodes * steps_per_episode,
+        batch_size=settings.batch_size,
+        tau=settings.tau,
+        gamma=settings.gamma,
+        train_freq=(1, "episode"),
+        gradient_steps=-1,
+        action_noise=noise,
+        policy_kwargs={"net_arch": list(settings.net_arch)},
+        tensorboard_log=tensorboard_log,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )

@@ -1,0 +1,153 @@
+"""Running (and resuming) a DDPG search on a problem, and turning its best assignment into `result.json`.
+
+Files in the output directory:
+    result.json         the final report (written at the end, also after Ctrl-C or a crash)
+    best.json           the best assignment so far, rewritten at every improvement
+    policy.zip          the agent with its metadata (a policy bundle), at every checkpoint and at the end
+    replay_buffer.pkl   the agent's replay buffer, with policy.zip, for --resume
+    state.json          the search record and settings, with policy.zip, for --resume
+    tb/                 TensorBoard event files: search/* per episode (ours), DDPG_*/train/* losses (SB3)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agents.callbacks import SearchCallback
+from agents.ddpg import HaqDDPG, make_agent
+from agents.policy_bundle import load_bundle, save_bundle
+from cwhawq.errors import CwhawqError
+from cwhawq.problem import Assignment, QuantProblem
+from cwhawq.result import build_result
+from cwhawq.settings import SearchSettings
+from cwhawq.tracking import SearchRecord, write_json_atomic
+from envs.channel_bits_env import ChannelBitsEnv
+
+
+def rollout(model: HaqDDPG, env: ChannelBitsEnv) -> dict[str, Any]:
+    """One deterministic episode of the policy; returns the terminal info (assignment, size, accuracy)."""
+    obs, _ = env.reset()
+    while True:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            return info
+
+
+def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any]:
+    """What a policy bundle records about the problem it was trained on."""
+    return {
+        "model": settings.problem.model,
+        "dataset": problem.data.name,
+        "budget_avg_bits": problem.budget.total_bits / problem.n_weights,
+        "settings": settings.to_dict(),
+    }
+
+
+class SearchRun:
+    """A search writing into `settings.out_dir`: new, or resumed from the last checkpoint there."""
+
+    def __init__(self, problem: QuantProblem, settings: SearchSettings, env: ChannelBitsEnv | None = None) -> None:
+        self.problem = problem
+        self.settings = settings
+        self.out = settings.out_dir
+        self.env = env if env is not None else ChannelBitsEnv(problem)
+        state_path = self.out / "state.json"
+        if settings.resume:
+            if not state_path.is_file():
+                raise CwhawqError(f"nothing to resume in {self.out} (no state.json); drop --resume to start anew")
+            state = json.loads(state_path.read_text())
+            saved_problem = state["settings"]["problem"]
+            current = json.loads(json.dumps(settings.to_dict()["problem"]))
+            if saved_problem != current:
+                differing = sorted(k for k in current if current[k] != saved_problem.get(k))
+                raise CwhawqError(
+                    f"{self.out} holds a search with other settings ({', '.join(differing)}); "
+                    "use the same settings to resume, or another --out"
+                )
+            self.record = SearchRecord.from_dict(state["record"])
+            self.model, _ = load_bundle(self.out / "policy.zip", self.env)
+            self.model.load_replay_buffer(self.out / "replay_buffer.pkl")
+        else:
+            if state_path.exists() or (self.out / "result.json").exists():
+                raise CwhawqError(f"{self.out} already holds a search; pass --resume to continue it or another --out")
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.record = SearchRecord()
+            self.model = make_agent(
+                self.env, settings.agent, self.env.n_steps, settings.problem.seed, tensorboard_log=str(self.out / "tb")
+            )
+
+    def save_best(self) -> None:
+        """Write the best assignment so far (cheap; called at every improvement)."""
+        write_json_atomic(self.out / "best.json", self.record.to_dict() | {"history": None})
+
+    def checkpoint(self) -> None:
+        """Save everything --resume needs: policy bundle, replay buffer, record and settings."""
+        save_bundle(self.model, self.out / "policy.zip", self.env, trained_on(self.problem, self.settings))
+        self.model.save_replay_buffer(self.out / "replay_buffer.pkl")
+        write_json_atomic(
+            self.out / "state.json", {"settings": self.settings.to_dict(), "record": self.record.to_dict()}
+        )
+
+    def run(self, episodes: int | None = None) -> dict[str, Any]:
+        """Train until `episodes` (default: the settings') episodes are recorded; return the result document.
+
+        Ctrl-C or an exception stops the search early; the checkpoint and result.json are still written.
+        """
+        target = self.settings.episodes if episodes is None else episodes
+        remaining = max(target - self.record.episodes, 0)
+        callback = SearchCallback(
+            self.record,
+            self.out / "tb",
+            [layer.name for layer in self.problem.layers],
+            total_episodes=target,
+            save_best=self.save_best,
+            checkpoint=self.checkpoint,
+            checkpoint_every=self.settings.checkpoint_every,
+            progress=self.settings.progress,
+        )
+        interrupted = False
+        try:
+            if remaining:
+                self.model.learn(
+                    total_timesteps=remaining * self.env.n_steps,
+                    callback=callback,
+                    log_interval=10,
+                    reset_num_timesteps=not self.settings.resume,
+                )
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.checkpoint()
+        return self.finish(interrupted)
+
+    def finish(self, interrupted: bool) -> dict[str, Any]:
+        """Compare the final policy's own output with the best seen, then write and return result.json."""
+        if self.record.best_assignment is None:
+            raise CwhawqError("the search stopped before its first episode ended; run it again with --resume")
+        final = rollout(self.model, self.env)
+        best: Assignment = self.record.best_assignment
+        if final["val_accuracy"] > self.record.best_val_accuracy:
+            best = final["assignment"]
+        result = build_result(
+            self.problem,
+            best,
+            method="ddpg-channel" if self.env.granularity == "channel" else "ddpg-layer",
+            settings=self.settings.to_dict(),
+            extra={
+                "search": {
+                    "episodes": self.record.episodes,
+                    "evaluations": self.problem.evaluations,
+                    "best_episode": self.record.best_episode,
+                    "final_policy_val_accuracy": final["val_accuracy"],
+                    "interrupted": interrupted,
+                    "best_val_accuracy_curve": self.record.best_so_far(),
+                    "seed": self.settings.problem.seed,
+                }
+            },
+        )
+        write_json_atomic(self.out / "result.json", result)
+        return result
+

@@ -1,0 +1,119 @@
+"""The `cwhawq` command: `cwhawq search` trains the agent on a model; `scripts/train_agent.py` is the same.
+
+Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from cwhawq.errors import CwhawqError
+from cwhawq.settings import DEFAULT_BIT_WIDTHS, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
+
+
+def _pin(text: str) -> tuple[str, int]:
+    pattern, _, bits = text.rpartition("=")
+    if not pattern or not bits.isdigit():
+        raise argparse.ArgumentTypeError(f"--pin takes PATTERN=BITS (e.g. 'fc*=8'), not {text!r}")
+    return pattern, int(bits)
+
+
+def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments that define the quantization problem (shared by every subcommand)."""
+    group = parser.add_argument_group("problem")
+    group.add_argument("--model", default="digits_cnn", help="built-in name or 'package.module:function'")
+    group.add_argument("--checkpoint", help="state_dict (or whole-module) file to load into the model")
+    group.add_argument("--dataset", help="digits, mnist or mnist1d (default: the built-in model's own)")
+    budget = group.add_mutually_exclusive_group()
+    budget.add_argument("--budget-bits", type=float, help="size budget as average bits per weight (default 2.5)")
+    budget.add_argument("--budget-mb", type=float, help="size budget in megabytes (10^6 bytes) of weights")
+    group.add_argument("--bits", type=int, nargs="+", default=list(DEFAULT_BIT_WIDTHS), help="candidate bit-widths")
+    group.add_argument("--pin", type=_pin, action="append", default=[], help="PATTERN=BITS, e.g. 'conv1=8'")
+    group.add_argument("--no-fold-bn", action="store_true", help="quantize convolutions without folding BatchNorm")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
+    group.add_argument("--trace-probes", type=int, default=TraceSettings.max_probes, help="max Hutchinson probes")
+    group.add_argument("--trace-batches", type=int, default=TraceSettings.num_batches, help="training batches")
+
+
+def problem_settings(args: argparse.Namespace) -> ProblemSettings:
+    """Build `ProblemSettings` from parsed arguments."""
+    budget_bits = args.budget_bits if args.budget_bits is not None or args.budget_mb is not None else 2.5
+    return ProblemSettings(
+        model=args.model,
+        dataset=args.dataset,
+        checkpoint=args.checkpoint,
+        budget_bits=budget_bits,
+        budget_mb=args.budget_mb,
+        bit_widths=tuple(sorted(set(args.bits))),
+        pin=dict(args.pin),
+        fold_bn=not args.no_fold_bn,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        traces=TraceSettings(max_probes=args.trace_probes, num_batches=args.trace_batches),
+    )
+
+
+def _default_out(problem: ProblemSettings, prefix: str) -> str:
+    budget = f"{problem.budget_bits}b" if problem.budget_bits is not None else f"{problem.budget_mb}MB"
+    name = problem.model.replace(":", "_").replace(".", "_")
+    return f"runs/{prefix}_{name}_{budget}_s{problem.seed}"
+
+
+def _search(args: argparse.Namespace) -> None:
+    from agents.search import SearchRun
+    from cwhawq.problem import build_problem
+    from cwhawq.result import format_summary
+
+    problem_cfg = problem_settings(args)
+    settings = SearchSettings(
+        problem=problem_cfg,
+        agent=AgentSettings(warmup_episodes=args.warmup_episodes, noise_sigma=args.noise_sigma),
+        episodes=args.episodes,
+        out=args.out or _default_out(problem_cfg, "search"),
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    problem = build_problem(problem_cfg, progress=settings.progress)
+    result = SearchRun(problem, settings).run()
+    print(format_summary(result))
+    print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir / 'tb'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(prog="cwhawq", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="train the DDPG agent to find channel bit-widths")
+    add_problem_arguments(search)
+    group = search.add_argument_group("search")
+    group.add_argument("--episodes", type=int, default=300)
+    group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
+    group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
+    group.add_argument("--out", help="output directory (default runs/search_<model>_<budget>_s<seed>)")
+    group.add_argument("--resume", action="store_true", help="continue the search saved in --out")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    search.set_defaults(handler=_search)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except CwhawqError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Per-output-channel Hessian traces with Hutchinson's estimator, and a disk cache for them.
+
+One Rademacher probe v over all quantizable weights gives Hv by a second backward pass; because the entries of v
+are independent, summing (Hv * v) over one output channel's weights is an unbiased estimate of that channel's
+Hessian-diagonal sum. Channel-wise traces therefore cost the same Hessian-vector products as a whole-model trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cwhawq.errors import CwhawqError
+from cwhawq.layers import LayerInfo
+
+Batch = tuple[Tensor, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+# Bump when the estimator changes in a way that makes stored traces stale.
+_CACHE_VERSION = 1
+
+
+@dataclass
+class ChannelTraces:
+    """Per-output-channel Hessian traces of the quantizable layers, with their standard errors."""
+
+    traces: dict[str, np.ndarray]  # layer -> per-output-channel Hessian trace (sum of H diagonal over the channel)
+    stderr: dict[str, np.ndarray]  # standard error of each estimate over probes
+    model_trace: float
+    n_probes: int
+    converged: bool
+
+
+def channel_traces(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    batches: Sequence[Batch],
+    loss_fn: LossFn = F.cross_entropy,
+    max_probes: int = 200,
+    tol: float = 1e-3,
+    seed: int = 0,
+    per_channel: bool = True,
+    progress: bool = True,
+) -> ChannelTraces:
+    """Estimate each output channel's Hessian trace of the mean loss over ``batches`` with Hutchinson probes.
+
+    ``loss_fn(model(x), y)`` must return the mean loss of one batch; batches are weighted by their size, so the
+    Hessian is that of the mean loss over all samples. Probes stop when the whole-model running mean changes by a
+    relative amount below ``tol`` (after at least 2 probes) or after ``max_probes``. With ``per_channel=False``
+    only the whole-model trace is computed and ``traces``/``stderr`` are empty.
+    """
+    if max_probes < 1:
+        raise CwhawqError(f"max_probes must be at least 1, got {max_probes}; pass a positive number of probes")
+    if not layers:
+        raise CwhawqError("no layers given for Hessian traces; pass the list from discover_layers(model, ...)")
+    if not batches:
+        raise CwhawqError("no batches given for Hessian traces; pass at least one (inputs, targets) batch")
+    names = [layer.name for layer in layers]
+    weights = [_layer_weight(model, name) for name in names]
+    out_channels = [w.shape[0] for w in weights]
+    sizes = [w.numel() for w in weights]
+
+    was_training = model.training
+    saved_requires_grad = [w.requires_grad for w in weights]
+    model.eval()  # BatchNorm must use its running statistics: the Hessian of the deployed model
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        grads = _weighted_loss_gradients(model, weights, batches, loss_fn)
+        samples = _probe(grads, weights, names, out_channels, sizes, max_probes, tol, seed, per_channel, progress)
+    finally:
+        for w, flag in zip(weights, saved_requires_grad):
+            w.requires_grad_(flag)
+        model.train(was_training)
+
+    values, converged = samples
+    n = values.shape[0]
+    per_probe_total = values.sum(dim=1)
+    model_trace = float(per_probe_total.mean())
+    if not per_channel:
+        return ChannelTraces({}, {}, model_trace, n, converged)
+    mean = values.mean(dim=0)
+    stderr = values.std(dim=0, correction=1) / math.sqrt(n) if n > 1 else torch.zeros_like(mean)
+    bounds = np.cumsum([0, *out_channels])
+    mean_np, stderr_np = mean.cpu().numpy(), stderr.cpu().numpy()
+    traces = {name: mean_np[bounds[i] : bounds[i + 1]].copy() for i, name in enumerate(names)}
+    errors = {name: stderr_np[bounds[i] : bounds[i + 1]].copy() for i, name in enumerate(names)}
+    return ChannelTraces(traces, errors, model_trace, n, converged)
+
+
+# Captured once so that the settings accepted and their defaults do not depend on later rebinding of the name.
+_TRACE_SIGNATURE = inspect.signature(channel_traces)
+
+
+def _layer_weight(model: nn.Module, name: str) -> Tensor:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise CwhawqError(f"layer {name!r} is not a submodule of the model; rediscover layers on this model") from None
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() < 2:
+        raise CwhawqError(f"layer {name!r} has no 2-D+ weight tensor; pass only Linear/Conv layers from discover_layers")
+    return weight
+
+
+def _weighted_loss_gradients(
+    model: nn.Module, weights: list[Tensor], batches: Sequence[Batch], loss_fn: LossFn
+) -> tuple[Tensor, ...]:
+    # The graphs of all batches are built once and kept (create_graph=True): every probe then needs one double
+    # backward over the sum of the weighted batch losses instead of a forward + backward + double backward per batch
+    # and probe (PyHessian's loop). That is ~2-3x faster per probe; the cost is holding the graph of all batches,
+    # which is small for the few calibration batches a trace needs.
+    total = sum(len(x) for x, _ in batches)
+    loss = torch.zeros((), device=weights[0].device)
+    for k, (x, y) in enumerate(batches):
+        batch_loss = loss_fn(model(x), y)
+        if not torch.isfinite(batch_loss).all():
+            raise CwhawqError(f"non-finite loss on batch {k}; check the model and data for NaNs")
+        loss = loss + batch_loss * (len(x) / total)
+    return torch.autograd.grad(loss, weights, create_graph=True)
+
+
+def _probe(
+    grads: tuple[Tensor, ...],
+    weights: list[Tensor],
+    names: list[str],
+    out_channels: list[int],
+    sizes: list[int],
+    max_probes: int,
+    tol: float,
+    seed: int,
+    per_channel: bool,
+    progress: bool,
+) -> tuple[Tensor, bool]:
+    """Run the probes; return per-probe values (probes x channels, or probes x layers) and whether it converged."""
+    device, dtype = weights[0].device, weights[0].dtype
+    generator = torch.Generator().manual_seed(seed)  # CPU generator: the same probes on every device
+    width = sum(out_channels) if per_channel else len(weights)
+    values = torch.empty((max_probes, width), dtype=torch.float64, device=device)
+    running, previous, converged, n = 0.0, 0.0, False, 0
+    bar = tqdm(total=max_probes, desc="Hessian probes", unit="probe", disable=not progress, leave=False)
+    try:
+        while n < max_probes:
+            flat = torch.randint(0, 2, (sum(sizes),), generator=generator, dtype=dtype).to(device).mul_(2).sub_(1)
+            probes = [p.view_as(w) for p, w in zip(flat.split(sizes), weights)]
+            hvs = torch.autograd.grad(grads, weights, grad_outputs=probes, retain_graph=True)
+            if per_channel:
+                parts = [(hv * v).reshape(c, -1).sum(dim=1) for hv, v, c in zip(hvs, probes, out_channels)]
+            else:
+                parts = [torch.dot(hv.reshape(-1), v.reshape(-1)).reshape(1) for hv, v in zip(hvs, probes)]
+            row = torch.cat(parts).double()
+            values[n] = row
+            sample = float(row.sum())
+            if not math.isfinite(sample):
+                bad = next((name for name, part in zip(names, parts) if not torch.isfinite(part).all()), names[0])
+                raise CwhawqError(f"non-finite Hessian-vector product in layer {bad}; check the model and data for NaNs")
+            n += 1
+            previous, running = running, running + (sample - running) / n
+            bar.update(1)
+            bar.set_postfix(trace=f"{running:.4g}")
+            # abs() in the denominator: a negative running mean must not make the ratio negative and stop at once.
+            if n >= 2 and abs(running - previous) / (abs(previous) + 1e-12) < tol:
+                converged = True
+                break
+    finally:
+        bar.close()
+    return values[:n], converged
+
+
+def cached_channel_traces(
+    model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Batch], cache_dir: Path, **settings: Any
+) -> ChannelTraces:
+    """Like :func:`channel_traces`, but stored under ``cache_dir/traces/<sha256>.npz`` and reused when present.
+
+    The key covers every parameter and buffer of the model, the batches, the layer names and the settings (with
+    defaults filled in; ``progress`` is ignored). An unreadable cache file is recomputed and overwritten.
+    """
+    try:
+        bound = _TRACE_SIGNATURE.bind_partial(**settings)
+    except TypeError as exc:
+        raise CwhawqError(f"bad Hessian trace setting: {exc}; use the keyword arguments of channel_traces") from None
+    if {"model", "layers", "batches"} & bound.arguments.keys():
+        raise CwhawqError("model, layers and batches are positional arguments of cached_channel_traces; not settings")
+    names = [layer.name for layer in layers]
+    path = Path(cache_dir) / "traces" / f"{_cache_key(model, names, batches, bound)}.npz"
+    if path.exists():
+        try:
+            return _load(path, names)
+        except Exception as exc:  # any unreadable file (truncated, foreign, old layout) is just a cache miss
+            warnings.warn(f"ignoring unreadable Hessian trace cache {path} ({exc}); recomputing", stacklevel=2)
+    result = channel_traces(model, layers, batches, **settings)
+    _save(path, names, result)
+    return result
+
+
+def _cache_key(model: nn.Module, names: list[str], batches: Sequence[Batch], bound: inspect.BoundArguments) -> str:
+    digest = hashlib.sha256(f"cwhawq-traces-v{_CACHE_VERSION}".encode())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        digest.update(name.encode())
+        _hash_tensor(digest, tensor)
+    digest.update(str(len(batches)).encode())
+    for x, y in batches:
+        _hash_tensor(digest, x)
+        _hash_tensor(digest, y)
+    digest.update(repr(names).encode())
+    bound.apply_defaults()
+    for key, value in sorted(bound.arguments.items()):
+        if key in ("model", "layers", "batches", "progress"):
+            continue
+        if callable(value):  # a loss function: identified by where it is defined and, for lambdas, by its code
+            code = getattr(value, "__code__", None)
+            value = (
+                f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
+                f"{code.co_code.hex() if code is not None else ''}"
+            )
+        digest.update(f"{key}={value!r};".encode())
+    return digest.hexdigest()
+
+
+def _hash_tensor(digest: Any, tensor: Tensor) -> None:
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(flat.view(torch.uint8).numpy().tobytes())
+
+
+def _save(path: Path, names: list[str], result: ChannelTraces) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "layer_names": np.array(names, dtype=str),
+        "model_trace": np.array(result.model_trace),
+        "n_probes": np.array(result.n_probes),
+        "converged": np.array(result.converged),
+        "per_channel": np.array(bool(result.traces)),
+    }
+    for i, name in enumerate(result.traces):
+        arrays[f"trace_{i}"] = result.traces[name]
+        arrays[f"stderr_{i}"] = result.stderr[name]
+    # Write then rename so a crash never leaves a half-written file under the final name.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path, names: list[str]) -> ChannelTraces:
+    with np.load(path, allow_pickle=False) as data:
+        if list(data["layer_names"]) != names:
+            raise ValueError("layer names differ from the request")
+        traces, stderr = {}, {}
+        if bool(data["per_channel"]):
+            for i, name in enumerate(names):
+                traces[name] = data[f"trace_{i}"]
+                stderr[name] = data[f"stderr_{i}"]
+        return ChannelTraces(
+            traces, stderr, float(data["model_trace"]), int(data["n_probes"]), bool(data["converged"])
+        )

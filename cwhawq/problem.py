@@ -1,0 +1,155 @@
+"""The quantization problem: a model ready to quantize, its layers, channel traces, budget and evaluator.
+
+Everything a search method needs is built once here from `ProblemSettings`, so the agent, the baselines and the
+policy-reuse path all see the same model, the same cost model, the same budget and the same validation data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cwhawq.allocation import validate_bit_widths
+from cwhawq.bn_fold import fold_batchnorm
+from cwhawq.cost import Budget, assignment_bits, average_bits, fp32_bits
+from cwhawq.data import DataSplits, batches, load_dataset
+from cwhawq.errors import CwhawqError
+from cwhawq.evaluation import accuracy
+from cwhawq.hessian import ChannelTraces, cached_channel_traces
+from cwhawq.layers import LayerInfo, discover_layers
+from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model
+from cwhawq.quantizer import WeightQuantizer
+from cwhawq.settings import ProblemSettings
+
+Assignment = dict[str, np.ndarray]
+
+
+@dataclass
+class QuantProblem:
+    """A model with its quantizable layers, channel traces, budget and validation/test evaluation."""
+
+    model: nn.Module
+    data: DataSplits
+    layers: list[LayerInfo]
+    traces: ChannelTraces
+    budget: Budget
+    bit_widths: tuple[int, ...]
+    fp_val_accuracy: float
+    quantizer: WeightQuantizer
+    evaluations: int = field(default=0)
+
+    @property
+    def searchable(self) -> list[LayerInfo]:
+        """Layers whose bits are searched (not pinned), in execution order."""
+        return [layer for layer in self.layers if layer.pinned_bits is None]
+
+    @property
+    def n_weights(self) -> int:
+        """Number of quantized weights in the model."""
+        return sum(layer.params for layer in self.layers)
+
+    def pinned_assignment(self) -> Assignment:
+        """Bits of the pinned layers, which no method may change."""
+        return {
+            layer.name: np.full(layer.out_channels, layer.pinned_bits, dtype=np.int64)
+            for layer in self.layers
+            if layer.pinned_bits is not None
+        }
+
+    def uniform_assignment(self, bits: int) -> Assignment:
+        """Every searchable channel at `bits`, pinned layers at their pins."""
+        out = {layer.name: np.full(layer.out_channels, bits, dtype=np.int64) for layer in self.searchable}
+        out.update(self.pinned_assignment())
+        return out
+
+    def size_bits(self, assignment: Mapping[str, np.ndarray]) -> int:
+        """Weight storage of an assignment in bits."""
+        return assignment_bits(self.layers, assignment)
+
+    def average_bits(self, assignment: Mapping[str, np.ndarray]) -> float:
+        """Average bits per weight of an assignment."""
+        return average_bits(self.layers, assignment)
+
+    def check_assignment(self, assignment: Mapping[str, np.ndarray]) -> None:
+        """Raise if an assignment misses a layer, uses a non-candidate width, or exceeds the budget."""
+        allowed = set(self.bit_widths) | {layer.pinned_bits for layer in self.layers if layer.pinned_bits}
+        for layer in self.layers:
+            bits = assignment.get(layer.name)
+            if bits is None or len(bits) != layer.out_channels:
+                raise CwhawqError(f"assignment has no bits for every channel of layer {layer.name!r}")
+            if not set(np.unique(bits).tolist()) <= allowed:
+                raise CwhawqError(f"assignment for {layer.name!r} uses bit-widths outside {sorted(allowed)}")
+        if self.size_bits(assignment) > self.budget.total_bits:
+            raise CwhawqError("assignment exceeds the size budget")
+
+    def evaluate(self, assignment: Mapping[str, np.ndarray], split: str = "val", count: bool = True) -> float:
+        """Accuracy of the model quantized by `assignment` on a split.
+
+        Validation evaluations made by a search are counted (`count=True`), so methods can be compared at an
+        equal number of quantized evaluations; reporting passes `count=False`.
+        """
+        if split == "val" and count:
+            self.evaluations += 1
+        with self.quantizer.quantized(assignment):
+            return accuracy(self.model, getattr(self.data, split))
+
+    def evaluate_fp(self, split: str) -> float:
+        """Accuracy of the unquantized model on a split."""
+        return accuracy(self.model, getattr(self.data, split))
+
+
+def _budget(settings: ProblemSettings, layers: Sequence[LayerInfo]) -> Budget:
+    if (settings.budget_bits is None) == (settings.budget_mb is None):
+        raise CwhawqError("give exactly one budget: --budget-bits (average weight bits) or --budget-mb")
+    if settings.budget_mb is not None:
+        return Budget.from_megabytes(settings.budget_mb)
+    return Budget.from_average_bits(layers, settings.budget_bits)
+
+
+def build_problem(settings: ProblemSettings, progress: bool = True) -> QuantProblem:
+    """Load data and model, fold BatchNorm, find the layers, estimate traces, and set the budget.
+
+    Traces and built-in model weights are cached under `settings.cache_dir`, so a second run starts in seconds.
+    """
+    torch.manual_seed(settings.seed)
+    bit_widths = validate_bit_widths(settings.bit_widths)
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    dataset = settings.dataset or BUILTIN_MODELS.get(settings.model)
+    if dataset is None:
+        raise CwhawqError(f"model {settings.model!r} is not built in, so name its data with --dataset")
+    data = load_dataset(dataset, seed=settings.seed)
+    model = load_model(settings.model, data, checkpoint=settings.checkpoint, cache_dir=cache_dir, seed=settings.seed)
+    model = fold_batchnorm(model) if settings.fold_bn else model.eval()
+    layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
+    budget = _budget(settings, layers)
+    budget.check(layers, bit_widths)
+    trace_batches = batches(data.train, settings.traces.batch_size, settings.traces.num_batches)
+    traces = cached_channel_traces(
+        model,
+        layers,
+        trace_batches,
+        cache_dir,
+        max_probes=settings.traces.max_probes,
+        tol=settings.traces.tol,
+        seed=settings.seed,
+        progress=progress,
+    )
+    for name, values in traces.traces.items():
+        if not np.all(np.isfinite(values)):
+            raise CwhawqError(f"Hessian traces of layer {name!r} are not finite; check the model and data for NaNs")
+    quantizer = WeightQuantizer(model, layers)
+    fp_val = accuracy(model, data.val)
+    if fp_val <= 1.5 / data.num_classes:
+        # Still searchable (smoke tests use random weights), but the user most likely forgot --checkpoint.
+        warnings.warn(
+            f"the full-precision model reaches only {fp_val:.1%} validation accuracy (near chance); "
+            "did you forget --checkpoint?",
+            stacklevel=2,
+        )
+    return QuantProblem(model, data, layers, traces, budget, bit_widths, fp_val, quantizer)

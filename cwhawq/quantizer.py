@@ -1,0 +1,178 @@
+"""Symmetric per-output-channel fake quantization with a bit-width per channel, applied to a model in place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from cwhawq.allocation import MAX_BITS, MIN_BITS
+from cwhawq.errors import CwhawqError
+from cwhawq.layers import LayerInfo
+
+# levels[b] = 2**(b-1) - 1, the largest integer code of a symmetric b-bit grid; indexed by bit-width.
+_LEVELS = [0] + [2 ** (b - 1) - 1 for b in range(1, MAX_BITS + 1)]
+
+
+def _check_bits(bits: np.ndarray | torch.Tensor, out_channels: int, where: str) -> None:
+    """Raise CwhawqError unless ``bits`` holds one integer in [2, 16] per output channel."""
+    if tuple(bits.shape) != (out_channels,):
+        raise CwhawqError(
+            f"{where}: bits has shape {tuple(bits.shape)} but the weight has {out_channels} output channels; "
+            "give one bit-width per output channel"
+        )
+    if isinstance(bits, torch.Tensor):
+        is_int = not (bits.dtype.is_floating_point or bits.dtype.is_complex or bits.dtype == torch.bool)
+    else:
+        is_int = np.issubdtype(bits.dtype, np.integer)
+    if not is_int:
+        raise CwhawqError(f"{where}: bits has dtype {bits.dtype}; pass an integer array")
+    if out_channels and (int(bits.min()) < MIN_BITS or int(bits.max()) > MAX_BITS):
+        raise CwhawqError(
+            f"{where}: bit-widths range over [{int(bits.min())}, {int(bits.max())}]; keep them in [{MIN_BITS}, {MAX_BITS}]"
+        )
+
+
+class _ChannelGrids:
+    """Every candidate grid of one weight, precomputed so that quantizing costs one lookup and five elementwise ops.
+
+    For each channel c and bit-width b the table holds s = max|w_c| / L_b, the divisor, L_b and -L_b. An all-zero
+    channel has s = 0: its divisor is 1 instead, and multiplying by the true scale 0 keeps it exactly 0.
+    """
+
+    __slots__ = ("original", "table", "lookup_shape")
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.original = weight.detach().clone()
+        out_channels = weight.shape[0]
+        max_abs = self.original.abs().reshape(out_channels, -1).amax(dim=1)
+        levels = torch.tensor(_LEVELS, dtype=weight.dtype, device=weight.device).expand(out_channels, -1)
+        scale = max_abs[:, None] / levels  # columns 0 and 1 (L = 0) are never looked up
+        divisor = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.table = torch.stack([scale, divisor, levels, -levels], dim=1)  # (out, 4, 17)
+        self.lookup_shape = (out_channels, 4) + (1,) * (weight.dim() - 1)
+
+    def quantize(self, bits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """clamp(round(w / s), -L, L) * s per channel, written into ``out`` (a new tensor if None)."""
+        index = bits.view(-1, 1, 1).expand(-1, 4, 1)
+        scale, divisor, levels, neg_levels = self.table.gather(2, index).view(self.lookup_shape).unbind(1)
+        q = torch.div(self.original, divisor, out=out)
+        q.round_()
+        # clamp(q, -L, L) by hand: torch.clamp with tensor bounds is several times slower than minimum + maximum.
+        torch.minimum(q, levels, out=q)
+        torch.maximum(q, neg_levels, out=q)
+        return q.mul_(scale)
+
+
+def quantize_per_channel(weight: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Symmetric uniform fake quantization of ``weight`` with ``bits[c]`` bits for output channel c (dim 0).
+
+    s_c = max|w_c| / (2**(b_c-1) - 1); q = clamp(round(w / s_c), -L_c, L_c) * s_c. Vectorized over channels;
+    all-zero channels stay exactly zero. Returns a new tensor of the weight's dtype; ``weight`` is not modified.
+    """
+    if weight.dim() == 0:
+        raise CwhawqError("weight is a scalar; pass a tensor whose dim 0 is the output channel")
+    bits = torch.as_tensor(bits)
+    _check_bits(bits, weight.shape[0], "quantize_per_channel")
+    with torch.no_grad():
+        return _ChannelGrids(weight).quantize(bits.to(device=weight.device, dtype=torch.long))
+
+
+class _Slot:
+    """One managed layer: its live weight and the precomputed grids of its original values."""
+
+    __slots__ = ("weight", "grids")
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+        self.grids = _ChannelGrids(weight)
+
+
+class WeightQuantizer:
+    """Fake-quantizes a model's layers in place from a per-channel assignment, and restores them bit-exactly.
+
+    The original weights are copied at construction; while the quantizer is in use it owns those weights, so do not
+    train or edit them in between (construct a new quantizer after changing the model).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[LayerInfo]) -> None:
+        """Snapshot the weights of ``layers`` (by name in ``model``) and precompute their per-channel max|w|."""
+        self.model = model
+        self._slots: dict[str, _Slot] = {}
+        owners: dict[int, str] = {}
+        for layer in layers:
+            try:
+                module = model.get_submodule(layer.name)
+            except AttributeError:
+                raise CwhawqError(
+                    f"layer '{layer.name}' is not a submodule of the model; rediscover the layers on this model"
+                ) from None
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, torch.Tensor) or weight.dim() == 0 or weight.shape[0] != layer.out_channels:
+                raise CwhawqError(
+                    f"layer '{layer.name}' has no weight with {layer.out_channels} output channels; "
+                    "rediscover the layers on this model"
+                )
+            # Two layers sharing one tensor would overwrite each other's quantized values.
+            if weight.data_ptr() in owners:
+                raise CwhawqError(
+                    f"layers '{owners[weight.data_ptr()]}' and '{layer.name}' share one weight tensor; "
+                    "untie them or list only one of them"
+                )
+            owners[weight.data_ptr()] = layer.name
+            self._slots[layer.name] = _Slot(weight)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Names of the layers this quantizer manages, in the order given."""
+        return tuple(self._slots)
+
+    def _checked(self, name: str, bits: np.ndarray) -> torch.Tensor:
+        """Validate one layer's bits and return them as a long tensor on the weight's device."""
+        slot = self._slots.get(name)
+        if slot is None:
+            raise CwhawqError(f"assignment names unknown layer '{name}'; use one of {list(self._slots)}")
+        bits = np.asarray(bits)
+        _check_bits(bits, slot.weight.shape[0], f"layer '{name}'")
+        return torch.from_numpy(bits.astype(np.int64, copy=False)).to(slot.weight.device)
+
+    def _quantize(self, name: str, bits: torch.Tensor) -> None:
+        slot = self._slots[name]
+        slot.grids.quantize(bits, out=slot.weight.data)
+
+    def apply(self, assignment: Mapping[str, np.ndarray]) -> None:
+        """Quantize every listed layer in place with its per-channel bits; all other managed layers get their originals.
+
+        Everything is validated first, so an invalid assignment leaves the model untouched.
+        """
+        checked = {name: self._checked(name, bits) for name, bits in assignment.items()}
+        with torch.no_grad():
+            for name, slot in self._slots.items():
+                if name in checked:
+                    self._quantize(name, checked[name])
+                else:
+                    slot.weight.data.copy_(slot.grids.original)
+
+    def apply_layer(self, name: str, bits: np.ndarray) -> None:
+        """Quantize one layer in place with its per-channel bits; the other layers are left as they are."""
+        checked = self._checked(name, bits)
+        with torch.no_grad():
+            self._quantize(name, checked)
+
+    def restore(self) -> None:
+        """Put back the original weights of every managed layer, bit for bit."""
+        with torch.no_grad():
+            for slot in self._slots.values():
+                slot.weight.data.copy_(slot.grids.original)
+
+    @contextmanager
+    def quantized(self, assignment: Mapping[str, np.ndarray]) -> Iterator[nn.Module]:
+        """Context manager: apply ``assignment``, yield the model, restore the originals on exit (even on error)."""
+        self.apply(assignment)
+        try:
+            yield self.model
+        finally:
+            self.restore()

@@ -1,0 +1,95 @@
+"""`result.json`: the final assignment with honest totals, and the summary table printed after a run.
+
+Test accuracy is computed here and only here, after the search has finished: no method ever sees the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cwhawq.cost import SCALE_BITS, fp32_bits, scale_overhead_bits
+from cwhawq.problem import Assignment, QuantProblem
+
+RESULT_VERSION = 1
+
+
+def build_result(
+    problem: QuantProblem,
+    assignment: Assignment,
+    method: str,
+    settings: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `assignment` on validation and test data and assemble the result document."""
+    problem.check_assignment(assignment)
+    size = problem.size_bits(assignment)
+    layers = []
+    for layer in problem.layers:
+        bits = np.asarray(assignment[layer.name])
+        layers.append(
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "channels": layer.out_channels,
+                "params": layer.params,
+                "pinned": layer.pinned_bits is not None,
+                "avg_bits": float(bits.mean()),
+                "bits": bits.astype(int).tolist(),
+            }
+        )
+    data = problem.data
+    return {
+        "version": RESULT_VERSION,
+        "method": method,
+        "model": settings["problem"]["model"],
+        "dataset": data.name,
+        "bit_widths": list(problem.bit_widths),
+        "layers": layers,
+        "totals": {
+            "weights": problem.n_weights,
+            "avg_bits": size / problem.n_weights,
+            "weight_bits": size,
+            "weight_bytes": size / 8,
+            "scale_overhead_bytes": scale_overhead_bits(problem.layers) / 8,
+            "scale_bits_per_channel": SCALE_BITS,
+            "fp32_bytes": fp32_bits(problem.layers) / 8,
+            "compression_vs_fp32": fp32_bits(problem.layers) / size,
+            "budget_bits": problem.budget.total_bits,
+            "budget_used": size / problem.budget.total_bits,
+        },
+        "accuracy": {
+            "fp32_val": problem.fp_val_accuracy,
+            "quantized_val": problem.evaluate(assignment, split="val", count=False),
+            "fp32_test": problem.evaluate_fp("test"),
+            "quantized_test": problem.evaluate(assignment, split="test", count=False),
+            "val_samples": len(data.val.y),
+            "test_samples": len(data.test.y),
+        },
+        "settings": dict(settings),
+        **dict(extra or {}),
+    }
+
+
+def format_summary(result: Mapping[str, Any], max_layers: int = 30) -> str:
+    """A plain-text table of per-layer bits and the totals, for the terminal."""
+    lines = [f"{'layer':<32} {'kind':<9} {'ch':>5} {'avg bits':>8}  bits histogram"]
+    for layer in result["layers"][:max_layers]:
+        values, counts = np.unique(layer["bits"], return_counts=True)
+        histogram = " ".join(f"{v}b:{c}" for v, c in zip(values, counts))
+        pin = " (pinned)" if layer["pinned"] else ""
+        lines.append(f"{layer['name']:<32} {layer['kind']:<9} {layer['channels']:>5} {layer['avg_bits']:>8.2f}  {histogram}{pin}")
+    if len(result["layers"]) > max_layers:
+        lines.append(f"... {len(result['layers']) - max_layers} more layers in result.json")
+    totals, acc = result["totals"], result["accuracy"]
+    lines += [
+        "",
+        f"method {result['method']}: {totals['avg_bits']:.3f} average bits, "
+        f"{totals['weight_bytes'] / 1e3:.1f} kB weights (+{totals['scale_overhead_bytes'] / 1e3:.1f} kB scales) "
+        f"vs {totals['fp32_bytes'] / 1e3:.1f} kB FP32 ({totals['compression_vs_fp32']:.1f}x)",
+        f"accuracy  val: FP32 {acc['fp32_val']:.2%} -> quantized {acc['quantized_val']:.2%}   "
+        f"test: FP32 {acc['fp32_test']:.2%} -> quantized {acc['quantized_test']:.2%}",
+    ]
+    return "\n".join(lines)

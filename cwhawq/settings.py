@@ -1,0 +1,75 @@
+"""Typed settings for a search: what the command line fills and what `result.json` records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Candidate bit-widths used unless the user gives others; chosen by experiment (docs/BENCHMARKS.md).
+DEFAULT_BIT_WIDTHS: tuple[int, ...] = (2, 3, 4, 6, 8)
+
+
+@dataclass
+class TraceSettings:
+    """How the channel-wise Hessian traces are estimated (Hutchinson)."""
+
+    batch_size: int = 128
+    num_batches: int = 4
+    max_probes: int = 100
+    tol: float = 1e-3
+
+
+@dataclass
+class AgentSettings:
+    """DDPG hyper-parameters; defaults follow HAQ where stable-baselines3 allows (see agents/ddpg.py)."""
+
+    warmup_episodes: int = 20
+    noise_sigma: float = 0.5
+    noise_decay: float = 0.99
+    gamma: float = 1.0
+    tau: float = 0.01
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    batch_size: int = 64
+    buffer_size: int = 20_000
+    net_arch: tuple[int, ...] = (300, 300)
+
+
+@dataclass
+class ProblemSettings:
+    """Which model, data, budget and candidate bit-widths define the quantization problem."""
+
+    model: str = "digits_cnn"
+    dataset: str | None = None
+    checkpoint: str | None = None
+    budget_bits: float | None = 2.5
+    budget_mb: float | None = None
+    bit_widths: tuple[int, ...] = DEFAULT_BIT_WIDTHS
+    pin: dict[str, int] = field(default_factory=dict)
+    fold_bn: bool = True
+    seed: int = 0
+    cache_dir: str | None = None
+    traces: TraceSettings = field(default_factory=TraceSettings)
+
+
+@dataclass
+class SearchSettings:
+    """A whole search run: the problem, the agent, and where the outputs go."""
+
+    problem: ProblemSettings = field(default_factory=ProblemSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    episodes: int = 300
+    out: str = "runs/default"
+    resume: bool = False
+    checkpoint_every: int = 25
+    progress: bool = True
+
+    @property
+    def out_dir(self) -> Path:
+        """The output directory as a path."""
+        return Path(self.out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form, recorded in result.json."""
+        return asdict(self)

@@ -1,0 +1,139 @@
+"""`cwhawq/ChannelBits-v0`: one step per searchable layer, choosing the shares of its channels at each bit-width.
+
+Reward (terminal step only; every other step gives 0): ``10 * (acc_q - acc_fp)`` with validation accuracies as
+fractions, i.e. HAQ's ``0.1 * (acc_q - acc_fp)`` in percentage points. It is 0 for a lossless assignment and
+about -1 per 10 points lost. No size term is needed because the budget guard makes every episode end inside
+the budget and using (up to rounding) all of it, so episodes differ only in how the bits are spread; the
+discount is 1, so the terminal reward is the return of every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from cwhawq.allocation import bits_from_counts, trace_order
+from cwhawq.problem import Assignment, QuantProblem, build_problem
+from cwhawq.settings import ProblemSettings
+from envs.action_mapping import action_to_ratios, fit_counts, fit_uniform, layer_action_to_ratios
+from envs.observation import OBS_LIMIT, observation, observation_size, static_features
+
+GRANULARITIES = ("channel", "layer")
+REWARD_SCALE = 10.0
+
+
+class ChannelBitsEnv(gym.Env):
+    """Mixed-precision search over a `QuantProblem`, one layer per step, under a budget enforced at every step.
+
+    Args:
+        problem: the model, traces, budget and evaluator; built from `settings` (default: the digits CNN at 2.5
+            average bits) when omitted.
+        settings: used only when `problem` is omitted.
+        granularity: "channel" (the action gives shares per bit-width, channels get bits by trace rank) or
+            "layer" (HAQ-style ablation: a scalar action picks one bit-width for the whole layer).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        problem: QuantProblem | None = None,
+        settings: ProblemSettings | None = None,
+        granularity: str = "channel",
+    ) -> None:
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+        self.problem = problem if problem is not None else build_problem(settings or ProblemSettings())
+        self.granularity = granularity
+        self.layers = self.problem.searchable
+        widths = np.asarray(self.problem.bit_widths, dtype=np.int64)
+        self.bit_widths = widths
+        action_size = len(widths) if granularity == "channel" else 1
+        self.action_space = spaces.Box(-1.0, 1.0, (action_size,), dtype=np.float32)
+        self.observation_space = spaces.Box(-OBS_LIMIT, OBS_LIMIT, (observation_size(action_size),), np.float32)
+
+        traces = self.problem.traces.traces
+        self._static = static_features(self.layers, self.problem.layers, traces)
+        self._orders = [trace_order(traces[layer.name]) for layer in self.layers]
+        full_cost = np.array([layer.params for layer in self.layers], dtype=np.int64)
+        self._params_left = np.cumsum(full_cost[::-1])[::-1]
+        rest = np.append(self._params_left[1:], 0)
+        self._rest_min = rest * int(widths[0])
+        self._rest_max = rest * int(widths[-1])
+        self._pinned = self.problem.pinned_assignment()
+        pinned_cost = self.problem.size_bits(self._pinned) if self._pinned else 0
+        # A budget above the all-highest cost cannot be used up; aim at what can be reached.
+        reachable = pinned_cost + int(self._params_left[0]) * int(widths[-1])
+        self._target = min(self.problem.budget.total_bits, reachable)
+        self._pinned_cost = pinned_cost
+        self._reset_state()
+
+    @property
+    def n_steps(self) -> int:
+        """Steps per episode: one per searchable layer."""
+        return len(self.layers)
+
+    def _reset_state(self) -> None:
+        self._index = 0
+        self._spent = self._pinned_cost
+        self._assignment: Assignment = dict(self._pinned)
+        self._previous_action = np.zeros(self.action_space.shape, dtype=np.float32)
+
+    def _observe(self) -> np.ndarray:
+        index = min(self._index, self.n_steps - 1)
+        widths = self.bit_widths
+        left_per_weight = (self._target - self._spent) / self._params_left[index]
+        return observation(
+            self._static[index],
+            self._spent / self._target,
+            (left_per_weight - widths[0]) / (widths[-1] - widths[0]),
+            self._previous_action,
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start a new assignment at the first searchable layer."""
+        super().reset(seed=seed)
+        self._reset_state()
+        return self._observe(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Give the current layer's channels their bits; evaluate the model after the last layer."""
+        layer = self.layers[self._index]
+        action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
+        if self.granularity == "channel":
+            ratios, fit = action_to_ratios(action), fit_counts
+        else:
+            ratios, fit = layer_action_to_ratios(action, len(self.bit_widths)), fit_uniform
+        left = self._target - self._spent
+        counts = fit(
+            ratios,
+            layer.out_channels,
+            layer.params_per_channel,
+            self.bit_widths,
+            low_bits=left - self._rest_max[self._index],
+            high_bits=left - self._rest_min[self._index],
+        )
+        self._assignment[layer.name] = bits_from_counts(self._orders[self._index], counts, self.bit_widths)
+        self._spent += layer.params_per_channel * int(counts @ self.bit_widths)
+        self._previous_action = np.clip(action, -1.0, 1.0)
+        self._index += 1
+        if self._index < self.n_steps:
+            return self._observe(), 0.0, False, False, {}
+        return self._observe(), *self._finish()
+
+    def _finish(self) -> tuple[float, bool, bool, dict[str, Any]]:
+        assignment = self._assignment
+        val_accuracy = self.problem.evaluate(assignment)
+        reward = REWARD_SCALE * (val_accuracy - self.problem.fp_val_accuracy)
+        info = {
+            "assignment": {name: bits.copy() for name, bits in assignment.items()},
+            "size_bits": self._spent,
+            "budget_bits": self.problem.budget.total_bits,
+            "avg_bits": self._spent / self.problem.n_weights,
+            "val_accuracy": val_accuracy,
+            "fp_val_accuracy": self.problem.fp_val_accuracy,
+        }
+        return float(reward), True, False, info

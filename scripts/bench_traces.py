@@ -1,0 +1,134 @@
+"""Benchmark: time of channel-wise vs whole-model Hutchinson traces for the same number of probes.
+
+Both modes run exactly ``--probes`` probes (convergence disabled with tol=0), interleaved over ``--reps``
+repetitions with alternating order; the table reports the median time of each and their ratio (target <= 1.1).
+
+    python scripts/bench_traces.py            # digits-size CNN and a larger 28x28 CNN
+    python scripts/bench_traces.py --quick    # small CNN only, few probes: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from cwhawq.hessian import channel_traces
+from cwhawq.layers import LayerInfo, discover_layers
+
+
+def digits_cnn() -> nn.Module:
+    """The small CNN used on scikit-learn digits (1x8x8 inputs)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10),
+    )  # fmt: skip
+
+
+def larger_cnn() -> nn.Module:
+    """A wider CNN for 1x28x28 inputs (~440k weights), to see the ratio when Hv products dominate."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "digits_cnn": (digits_cnn, (1, 8, 8)),
+    "larger_cnn": (larger_cnn, (1, 28, 28)),
+}
+
+
+def random_batches(shape: tuple[int, ...], n_batches: int, batch_size: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+    """Random inputs and labels: timing does not depend on the data's values."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (torch.rand((batch_size, *shape), generator=generator), torch.randint(0, 10, (batch_size,), generator=generator))
+        for _ in range(n_batches)
+    ]
+
+
+def time_mode(
+    model: nn.Module, layers: list[LayerInfo], batches: list[tuple[Tensor, Tensor]], probes: int, per_channel: bool
+) -> float:
+    """Seconds for one trace run of exactly ``probes`` probes."""
+    _synchronize(batches[0][0].device)
+    start = time.perf_counter()
+    result = channel_traces(model, layers, batches, max_probes=probes, tol=0.0, per_channel=per_channel, progress=False)
+    _synchronize(batches[0][0].device)
+    elapsed = time.perf_counter() - start
+    assert result.n_probes == probes
+    return elapsed
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_model(
+    name: str, probes: int, reps: int, n_batches: int, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds of both modes over ``reps`` interleaved repetitions, after one untimed warm-up each."""
+    build, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = build().eval().to(device)
+    batches = [(x.to(device), y.to(device)) for x, y in random_batches(shape, n_batches, batch_size, seed=0)]
+    layers = discover_layers(model, batches[0][0][:1])
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for mode in (True, False):
+        time_mode(model, layers, batches, probes, mode)
+    for rep in range(reps):
+        # Alternate the order so drift in machine speed does not favour one mode.
+        for mode in (True, False) if rep % 2 == 0 else (False, True):
+            times[mode].append(time_mode(model, layers, batches, probes, mode))
+    channel, whole = statistics.median(times[True]), statistics.median(times[False])
+    return {
+        "weights": sum(layer.params for layer in layers),
+        "channels": sum(layer.out_channels for layer in layers),
+        "channel_s": channel,
+        "whole_s": whole,
+        "ratio": channel / whole,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the benchmark, print a Markdown table and return the numbers per model."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small CNN only, 5 probes, 5 reps, 2 batches of 64")
+    parser.add_argument("--probes", type=int, help="probes per run (default 20; 5 with --quick)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per mode (default 7; 5 with --quick)")
+    parser.add_argument("--batches", type=int, help="batches of random data (default 4; 2 with --quick)")
+    parser.add_argument("--batch-size", type=int, help="samples per batch (default 128; 64 with --quick)")
+    parser.add_argument("--device", default="cpu", help="torch device for model and data (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    probes = args.probes or (5 if args.quick else 20)
+    reps = args.reps or (5 if args.quick else 7)
+    n_batches = args.batches or (2 if args.quick else 4)
+    batch_size = args.batch_size or (64 if args.quick else 128)
+    names = ["digits_cnn"] if args.quick else list(MODELS)
+
+    device = torch.device(args.device)
+    results = {name: bench_model(name, probes, reps, n_batches, batch_size, device) for name in names}
+    print(f"{probes} probes, {n_batches} batches of {batch_size}, median of {reps} interleaved reps, "
+          f"device {device}, {torch.get_num_threads()} CPU threads\n")  # fmt: skip
+    print("| model | weights | channels | channel-wise (s) | whole-model (s) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['weights']} | {r['channels']} | {r['channel_s']:.4f} | {r['whole_s']:.4f} "
+              f"| {r['ratio']:.3f} |")  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Shared fixtures: one small digits problem per test session, with its own cache directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cwhawq.problem import QuantProblem, build_problem
+from cwhawq.settings import ProblemSettings, TraceSettings
+
+
+def small_settings(cache_dir: Path, **overrides: object) -> ProblemSettings:
+    """Digits CNN settings with few Hessian probes, for fast tests."""
+    values = {"cache_dir": str(cache_dir), "traces": TraceSettings(max_probes=8, num_batches=2), **overrides}
+    return ProblemSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache shared by the session's tests, so the built-in model is trained once."""
+    return tmp_path_factory.mktemp("cwhawq_cache")
+
+
+@pytest.fixture(scope="session")
+def digits_problem(cache_dir: Path) -> QuantProblem:
+    """The default problem (digits CNN at 2.5 average bits) with cheap traces."""
+    return build_problem(small_settings(cache_dir), progress=False)

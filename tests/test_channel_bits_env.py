@@ -1,0 +1,82 @@
+"""The Gymnasium environment: API checks, budget at every step, determinism, terminal info."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs.channel_bits_env import ChannelBitsEnv
+
+
+@pytest.fixture(scope="module")
+def env(digits_problem):
+    return ChannelBitsEnv(digits_problem)
+
+
+def run_episode(env, actions):
+    obs, _ = env.reset(seed=0)
+    for action in actions:
+        assert env.observation_space.contains(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated
+    return reward, info
+
+
+def test_gymnasium_check_env(env):
+    gym_check_env(env, skip_render_check=True)
+
+
+def test_sb3_check_env(env):
+    sb3_check_env(env, warn=True)
+
+
+def test_registered(digits_problem):
+    made = gym.make(envs.ENV_ID, problem=digits_problem)
+    obs, _ = made.reset(seed=1)
+    assert made.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+def test_layer_granularity_gives_uniform_layers(digits_problem, granularity):
+    env = ChannelBitsEnv(digits_problem, granularity=granularity)
+    rng = np.random.default_rng(0)
+    _, info = run_episode(env, [rng.uniform(-1, 1, env.action_space.shape) for _ in range(env.n_steps)])
+    if granularity == "layer":
+        assert all(len(np.unique(bits)) == 1 for bits in info["assignment"].values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_budget_holds_and_is_used(env, data):
+    actions = [
+        np.array(data.draw(st.lists(st.floats(-1, 1), min_size=5, max_size=5)), dtype=np.float32)
+        for _ in range(env.n_steps)
+    ]
+    reward, info = run_episode(env, actions)
+    problem = env.problem
+    assert problem.size_bits(info["assignment"]) == info["size_bits"]
+    assert info["size_bits"] <= problem.budget.total_bits
+    assert info["size_bits"] >= 0.98 * problem.budget.total_bits
+    assert reward == pytest.approx(10 * (info["val_accuracy"] - info["fp_val_accuracy"]))
+
+
+def test_channels_get_bits_in_trace_order(env):
+    _, info = run_episode(env, [np.zeros(5, dtype=np.float32)] * env.n_steps)
+    for layer in env.layers:
+        traces = env.problem.traces.traces[layer.name]
+        bits = info["assignment"][layer.name]
+        order = np.argsort(-traces, kind="stable")
+        assert np.all(np.diff(bits[order]) <= 0), layer.name
+
+
+def test_seeded_episodes_are_identical(env):
+    actions = [np.full(5, 0.3, dtype=np.float32)] * env.n_steps
+    first = run_episode(env, actions)
+    second = run_episode(env, actions)
+    assert first[0] == second[0]
+    for name, bits in first[1]["assignment"].items():
+        assert np.array_equal(bits, second[1]["assignment"][name])

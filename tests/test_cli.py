@@ -1,0 +1,66 @@
+"""The command line: a tiny search end to end, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cwhawq.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *args):
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture()
+def common(cache_dir):
+    return ["--cache-dir", str(cache_dir), "--trace-probes", "4", "--trace-batches", "1"]
+
+
+def test_search_end_to_end(capsys, tmp_path, common):
+    out = tmp_path / "out"
+    status, stdout, _ = run_cli(
+        capsys, "search", *common, "--episodes", "4", "--warmup-episodes", "2", "--out", str(out), "--quiet"
+    )
+    assert status == 0
+    assert "average bits" in stdout and "test:" in stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["settings"]["episodes"] == 4
+    assert result["totals"]["avg_bits"] <= 2.5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no_such_model"], "no_such_model"),
+        (["--model", "digits_cnn", "--checkpoint", "/nonexistent/w.pt"], "checkpoint not found"),
+        (["--dataset", "imagenet_please"], "imagenet_please"),
+        (["--budget-bits", "1.0"], "below"),
+        (["--budget-bits", "32"], "FP32"),
+        (["--model", "tests.toy_models:no_layers", "--dataset", "digits"], "quantizable"),
+        (["--bits", "1", "4"], "[2, 16]"),
+    ],
+)
+def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message):
+    status, _, stderr = run_cli(capsys, "search", *common, *args, "--out", str(tmp_path / "o"), "--quiet")
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0]
+
+
+def test_script_prints_no_traceback(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_agent.py"), "--model", "nope", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().startswith("error: ") and "Traceback" not in completed.stderr

@@ -1,0 +1,101 @@
+"""A short end-to-end search: outputs on disk, TensorBoard scalars, interruption and resume."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.search import SearchRun
+from cwhawq.errors import CwhawqError
+from cwhawq.settings import AgentSettings, SearchSettings
+from envs.channel_bits_env import ChannelBitsEnv
+
+SCALARS = ["reward", "val_accuracy", "avg_bits", "size_mb", "best_val_accuracy", "noise_sigma"]
+
+
+def settings_for(out, episodes, resume=False):
+    from tests.conftest import small_settings
+
+    return SearchSettings(
+        problem=small_settings(out.parent / "unused"),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=episodes,
+        out=str(out),
+        resume=resume,
+        checkpoint_every=3,
+        progress=False,
+    )
+
+
+def test_short_search_writes_everything(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    result = SearchRun(digits_problem, settings_for(out, episodes=6)).run()
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["search"]["episodes"] == 6
+    assert on_disk["totals"]["weight_bits"] <= digits_problem.budget.total_bits
+    assert [layer["name"] for layer in on_disk["layers"]] == [layer.name for layer in digits_problem.layers]
+    for layer in on_disk["layers"]:
+        assert len(layer["bits"]) == layer["channels"]
+        assert set(layer["bits"]) <= set(digits_problem.bit_widths)
+    assert 0 <= on_disk["accuracy"]["quantized_test"] <= 1
+    assert on_disk["accuracy"]["quantized_val"] == pytest.approx(result["search"]["best_val_accuracy_curve"][-1]) or (
+        on_disk["accuracy"]["quantized_val"] == on_disk["search"]["final_policy_val_accuracy"]
+    )
+    assert "cwhawq.json" in zipfile.ZipFile(out / "policy.zip").namelist()
+    events = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    for tag in SCALARS:
+        values = events.Scalars(f"search/{tag}")
+        assert [v.step for v in values] == list(range(6)), tag
+    assert events.Histograms("search/layer_avg_bits")
+
+
+def test_existing_run_needs_resume(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=3)).run()
+    with pytest.raises(CwhawqError, match="--resume"):
+        SearchRun(digits_problem, settings_for(out, episodes=3))
+
+
+def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    env = ChannelBitsEnv(digits_problem)
+    finished = []
+    original_finish = env._finish
+
+    def finish_then_interrupt():
+        outcome = original_finish()
+        finished.append(outcome)
+        if len(finished) == 4:
+            raise KeyboardInterrupt
+        return outcome
+
+    monkeypatch.setattr(env, "_finish", finish_then_interrupt)
+    result = SearchRun(digits_problem, settings_for(out, episodes=10), env=env).run()
+    assert result["search"]["interrupted"]
+    assert result["search"]["episodes"] == 3
+    assert json.loads((out / "best.json").read_text())["best_assignment"]
+
+    resumed = SearchRun(digits_problem, settings_for(out, episodes=8, resume=True)).run()
+    assert resumed["search"]["episodes"] == 8
+    assert not resumed["search"]["interrupted"]
+    assert resumed["search"]["best_val_accuracy_curve"][:3] == result["search"]["best_val_accuracy_curve"]
+
+
+def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=3)).run()
+    other = settings_for(out, episodes=5, resume=True)
+    other.problem.seed = 7
+    with pytest.raises(CwhawqError, match="seed"):
+        SearchRun(digits_problem, other)
+
+
+def test_seeded_searches_are_identical(digits_problem, tmp_path):
+    first = SearchRun(digits_problem, settings_for(tmp_path / "a", episodes=5)).run()
+    second = SearchRun(digits_problem, settings_for(tmp_path / "b", episodes=5)).run()
+    assert first["search"]["best_val_accuracy_curve"] == second["search"]["best_val_accuracy_curve"]
+    assert [layer["bits"] for layer in first["layers"]] == [layer["bits"] for layer in second["layers"]]
+    assert np.isclose(first["totals"]["avg_bits"], second["totals"]["avg_bits"])
