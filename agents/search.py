@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.callbacks import SearchCallback
-from agents.ddpg import HaqDDPG, make_agent
+from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
 from cwhawq.settings import SearchSettings
 from cwhawq.tracking import SearchRecord, write_json_atomic
-from envs.channel_bits_env import ChannelBitsEnv
+from envs.channel_bits_env import REWARD_SCALE, ChannelBitsEnv
 
 
 def rollout(model: HaqDDPG, env: ChannelBitsEnv) -> dict[str, Any]:
@@ -47,9 +47,24 @@ def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any
 
 
 class SearchRun:
-    """A search writing into `settings.out_dir`: new, or resumed from the last checkpoint there."""
+    """A search writing into `settings.out_dir`: new, resumed from the last checkpoint there, or fine-tuned.
 
-    def __init__(self, problem: QuantProblem, settings: SearchSettings, env: ChannelBitsEnv | None = None) -> None:
+    Args:
+        problem: what to quantize.
+        settings: the run's settings; `settings.resume` continues the search saved in `settings.out`.
+        env: the environment (default: channel granularity on `problem`).
+        start_from: a policy bundle to fine-tune instead of a fresh agent: no warm-up, exploration restarts at
+            `settings.agent.noise_sigma`, and the bundle's own deterministic output is the first episode, so the
+            result is never worse (on validation) than applying the policy zero-shot.
+    """
+
+    def __init__(
+        self,
+        problem: QuantProblem,
+        settings: SearchSettings,
+        env: ChannelBitsEnv | None = None,
+        start_from: Path | None = None,
+    ) -> None:
         self.problem = problem
         self.settings = settings
         self.out = settings.out_dir
@@ -75,9 +90,25 @@ class SearchRun:
                 raise CwhawqError(f"{self.out} already holds a search; pass --resume to continue it or another --out")
             self.out.mkdir(parents=True, exist_ok=True)
             self.record = SearchRecord()
-            self.model = make_agent(
-                self.env, settings.agent, self.env.n_steps, settings.problem.seed, tensorboard_log=str(self.out / "tb")
-            )
+            if start_from is None:
+                self.model = make_agent(
+                    self.env, settings.agent, self.env.n_steps, settings.seed, tensorboard_log=str(self.out / "tb")
+                )
+            else:
+                self._start_fine_tune(Path(start_from))
+        self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
+
+    def _start_fine_tune(self, bundle: Path) -> None:
+        agent = self.settings.agent
+        self.model, _ = load_bundle(bundle, self.env)
+        self.model.set_random_seed(self.settings.seed)
+        self.model.tensorboard_log = str(self.out / "tb")
+        self.model.learning_starts = 0
+        self.model.action_noise = DecayingNormalNoise(
+            self.env.action_space.shape[0], agent.noise_sigma, agent.noise_decay, 0, seed=self.settings.seed
+        )
+        info = rollout(self.model, self.env)
+        self.record.add(info, REWARD_SCALE * (info["val_accuracy"] - info["fp_val_accuracy"]))
 
     def save_best(self) -> None:
         """Write the best assignment so far (cheap; called at every improvement)."""
@@ -124,7 +155,10 @@ class SearchRun:
         return self.finish(interrupted)
 
     def finish(self, interrupted: bool) -> dict[str, Any]:
-        """Compare the final policy's own output with the best seen, then write and return result.json."""
+        """Compare the final policy's own output with the best seen, then write and return result.json.
+
+        `evaluations` counts every quantized validation evaluation: one per episode plus the final rollout.
+        """
         if self.record.best_assignment is None:
             raise CwhawqError("the search stopped before its first episode ended; run it again with --resume")
         final = rollout(self.model, self.env)
@@ -134,17 +168,17 @@ class SearchRun:
         result = build_result(
             self.problem,
             best,
-            method="ddpg-channel" if self.env.granularity == "channel" else "ddpg-layer",
+            method=self.method,
             settings=self.settings.to_dict(),
             extra={
                 "search": {
                     "episodes": self.record.episodes,
-                    "evaluations": self.problem.evaluations,
+                    "evaluations": self.record.episodes + 1,
                     "best_episode": self.record.best_episode,
                     "final_policy_val_accuracy": final["val_accuracy"],
                     "interrupted": interrupted,
                     "best_val_accuracy_curve": self.record.best_so_far(),
-                    "seed": self.settings.problem.seed,
+                    "seed": self.settings.seed,
                 }
             },
         )

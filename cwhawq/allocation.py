@@ -17,7 +17,7 @@ _DECIMALS = 9
 
 
 def validate_bit_widths(bit_widths: Sequence[int]) -> tuple[int, ...]:
-    """Return the candidate bit-widths as a tuple; raise CwhawqError unless they are strictly ascending ints in [2, 16]."""
+    """The candidate bit-widths as a tuple; CwhawqError unless they are strictly ascending ints in [2, 16]."""
     widths = tuple(bit_widths)
     if not widths:
         raise CwhawqError("no candidate bit-widths given; pass at least one, e.g. 2,4,8")
@@ -78,7 +78,9 @@ def bits_from_counts(order: np.ndarray, counts: np.ndarray, bit_widths: Sequence
     if order.ndim != 1 or not np.array_equal(np.sort(order), np.arange(n)):
         raise CwhawqError("order must be a permutation of the channel indices; build it with trace_order")
     if counts.shape != (len(widths),) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
-        raise CwhawqError(f"counts must be {len(widths)} non-negative integers, one per bit-width; got {counts.tolist()}")
+        raise CwhawqError(
+            f"counts must be {len(widths)} non-negative integers, one per bit-width; got {counts.tolist()}"
+        )
     if int(counts.sum()) != n:
         raise CwhawqError(f"counts sum to {int(counts.sum())} but there are {n} channels; use largest_remainder_counts")
     bits = np.empty(n, dtype=np.int64)
@@ -90,6 +92,8 @@ def bits_from_ratios(traces: np.ndarray, ratios: np.ndarray, bit_widths: Sequenc
     """Per-channel bits for one layer from its channel traces and the ratio of channels at each bit-width."""
     widths = validate_bit_widths(bit_widths)
     if np.shape(ratios) != (len(widths),):
-        raise CwhawqError(f"got {np.size(ratios)} ratios for {len(widths)} bit-widths {widths}; give one ratio per bit-width")
+        raise CwhawqError(
+            f"got {np.size(ratios)} ratios for {len(widths)} bit-widths {widths}; give one ratio per bit-width"
+        )
     order = trace_order(traces)
     return bits_from_counts(order, largest_remainder_counts(ratios, order.size), widths)

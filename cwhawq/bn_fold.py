@@ -1,4 +1,4 @@
-"""Folding BatchNorm into the preceding convolution, so that quantization sees the weights actually used at inference."""
+"""Folding BatchNorm into the preceding convolution, so quantization sees the weights used at inference."""
 
 from __future__ import annotations
 

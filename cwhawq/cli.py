@@ -1,4 +1,6 @@
-"""The `cwhawq` command: `cwhawq search` trains the agent on a model; `scripts/train_agent.py` is the same.
+"""The `cwhawq` command: `search` trains the agent on a model, `apply` reuses a saved policy on another.
+
+`scripts/train_agent.py` and `scripts/apply_policy.py` are the same as `cwhawq search` and `cwhawq apply`.
 
 Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2.
 """
@@ -72,6 +74,7 @@ def _search(args: argparse.Namespace) -> None:
         problem=problem_cfg,
         agent=AgentSettings(warmup_episodes=args.warmup_episodes, noise_sigma=args.noise_sigma),
         episodes=args.episodes,
+        seed=args.seed,
         out=args.out or _default_out(problem_cfg, "search"),
         resume=args.resume,
         progress=not args.quiet,
@@ -80,6 +83,42 @@ def _search(args: argparse.Namespace) -> None:
     result = SearchRun(problem, settings).run()
     print(format_summary(result))
     print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir / 'tb'}")
+
+
+def _apply(args: argparse.Namespace) -> None:
+    from agents.policy_bundle import load_bundle
+    from agents.search import SearchRun, rollout
+    from cwhawq.problem import build_problem
+    from cwhawq.result import build_result, format_summary
+    from cwhawq.tracking import write_json_atomic
+    from envs.channel_bits_env import ChannelBitsEnv
+
+    problem_cfg = problem_settings(args)
+    settings = SearchSettings(
+        problem=problem_cfg,
+        episodes=args.finetune_episodes,
+        seed=args.seed,
+        out=args.out or _default_out(problem_cfg, "apply"),
+        progress=not args.quiet,
+    )
+    problem = build_problem(problem_cfg, progress=settings.progress)
+    if args.finetune_episodes > 0:
+        result = SearchRun(problem, settings, start_from=args.policy).run()
+    else:
+        env = ChannelBitsEnv(problem)
+        model, metadata = load_bundle(args.policy, env)
+        info = rollout(model, env)
+        result = build_result(
+            problem,
+            info["assignment"],
+            "policy-zero-shot",
+            settings.to_dict(),
+            extra={"policy": {"path": str(args.policy), "trained_on": metadata["trained_on"]}},
+        )
+        settings.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(settings.out_dir / "result.json", result)
+    print(format_summary(result))
+    print(f"wrote {settings.out_dir / 'result.json'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     search.set_defaults(handler=_search)
+
+    apply = commands.add_parser("apply", help="run a saved policy on a model, zero-shot or fine-tuned")
+    apply.add_argument("--policy", required=True, help="policy.zip written by a search")
+    add_problem_arguments(apply)
+    group = apply.add_argument_group("apply")
+    group.add_argument("--finetune-episodes", type=int, default=0, help="continue training for N episodes")
+    group.add_argument("--out", help="output directory (default runs/apply_<model>_<budget>_s<seed>)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    apply.set_defaults(handler=_apply)
     return parser
 
 

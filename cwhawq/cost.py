@@ -20,7 +20,8 @@ BITS_PER_MEGABYTE = 8 * 10**6
 
 def _exact(value: float, what: str) -> Fraction:
     """The decimal value the user typed, as an exact fraction, so floor(2.3 * n) is not off by one from 2.29999...."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value):
         raise CwhawqError(f"{what} must be a finite number, got {value!r}")
     if value <= 0:
         raise CwhawqError(f"{what} must be positive, got {value!r}")
@@ -94,7 +95,8 @@ class Budget:
     total_bits: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.total_bits, bool) or not isinstance(self.total_bits, (int, np.integer)) or self.total_bits < 0:
+        is_int = isinstance(self.total_bits, (int, np.integer)) and not isinstance(self.total_bits, bool)
+        if not is_int or self.total_bits < 0:
             raise CwhawqError(f"a budget must be a non-negative whole number of bits, got {self.total_bits!r}")
 
     @classmethod

@@ -68,7 +68,8 @@ def _pinned_bits(name: str, pin: Mapping[str, int]) -> int | None:
     matched = {bits for pattern, bits in pin.items() if fnmatch.fnmatchcase(name, pattern)}
     if len(matched) > 1:
         raise CwhawqError(
-            f"layer {name!r} matches pin patterns with different bit-widths {sorted(matched)}; make the patterns disjoint"
+            f"layer {name!r} matches pin patterns with different bit-widths {sorted(matched)}; "
+            "make the patterns disjoint"
         )
     return matched.pop() if matched else None
 

@@ -277,7 +277,8 @@ def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CwhawqError(
-            f"cannot read checkpoint {path} as a state_dict ({message}); save it with torch.save(model.state_dict(), path)"
+            f"cannot read checkpoint {path} as a state_dict ({message}); "
+            "save it with torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
@@ -292,7 +293,8 @@ def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
     if expected != found:
         missing, unexpected = sorted(expected - found), sorted(found - expected)
         raise CwhawqError(
-            f"checkpoint {path} does not match the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}; "
+            f"checkpoint {path} does not match the model: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}; "
             "load it with the architecture it was saved from"
         )
     try:

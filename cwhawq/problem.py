@@ -113,18 +113,32 @@ def _budget(settings: ProblemSettings, layers: Sequence[LayerInfo]) -> Budget:
 
 
 def build_problem(settings: ProblemSettings, progress: bool = True) -> QuantProblem:
-    """Load data and model, fold BatchNorm, find the layers, estimate traces, and set the budget.
-
-    Traces and built-in model weights are cached under `settings.cache_dir`, so a second run starts in seconds.
-    """
+    """Load data and model by name (built-ins trained once and cached), then `prepare_problem`."""
     torch.manual_seed(settings.seed)
-    bit_widths = validate_bit_widths(settings.bit_widths)
-    cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     dataset = settings.dataset or BUILTIN_MODELS.get(settings.model)
     if dataset is None:
         raise CwhawqError(f"model {settings.model!r} is not built in, so name its data with --dataset")
     data = load_dataset(dataset, seed=settings.seed)
-    model = load_model(settings.model, data, checkpoint=settings.checkpoint, cache_dir=cache_dir, seed=settings.seed)
+    model = load_model(
+        settings.model, data, checkpoint=settings.checkpoint, cache_dir=_cache_dir(settings), seed=settings.seed
+    )
+    return prepare_problem(model, data, settings, progress=progress)
+
+
+def _cache_dir(settings: ProblemSettings) -> Path:
+    return Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+
+
+def prepare_problem(
+    model: nn.Module, data: DataSplits, settings: ProblemSettings, progress: bool = True
+) -> QuantProblem:
+    """Fold BatchNorm, find the layers, set and check the budget, estimate (or load cached) channel traces.
+
+    `model` is any trained classifier for `data`; it is not modified (folding works on a copy). Settings naming
+    the model, dataset and checkpoint are ignored here.
+    """
+    torch.manual_seed(settings.seed)
+    bit_widths = validate_bit_widths(settings.bit_widths)
     model = fold_batchnorm(model) if settings.fold_bn else model.eval()
     layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
     budget = _budget(settings, layers)
@@ -134,7 +148,7 @@ def build_problem(settings: ProblemSettings, progress: bool = True) -> QuantProb
         model,
         layers,
         trace_batches,
-        cache_dir,
+        _cache_dir(settings),
         max_probes=settings.traces.max_probes,
         tol=settings.traces.tol,
         seed=settings.seed,

@@ -13,6 +13,8 @@ from cwhawq.allocation import MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo
 
+# Bits that keep a whole layer at its original FP32 weights (a layer pinned at 32); it costs 32 bits per weight too.
+FP32_LAYER_BITS = 32
 # levels[b] = 2**(b-1) - 1, the largest integer code of a symmetric b-bit grid; indexed by bit-width.
 _LEVELS = [0] + [2 ** (b - 1) - 1 for b in range(1, MAX_BITS + 1)]
 
@@ -32,7 +34,8 @@ def _check_bits(bits: np.ndarray | torch.Tensor, out_channels: int, where: str) 
         raise CwhawqError(f"{where}: bits has dtype {bits.dtype}; pass an integer array")
     if out_channels and (int(bits.min()) < MIN_BITS or int(bits.max()) > MAX_BITS):
         raise CwhawqError(
-            f"{where}: bit-widths range over [{int(bits.min())}, {int(bits.max())}]; keep them in [{MIN_BITS}, {MAX_BITS}]"
+            f"{where}: bit-widths range over [{int(bits.min())}, {int(bits.max())}]; "
+            f"keep them in [{MIN_BITS}, {MAX_BITS}]"
         )
 
 
@@ -99,7 +102,7 @@ class WeightQuantizer:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo]) -> None:
-        """Snapshot the weights of ``layers`` (by name in ``model``) and precompute their per-channel max|w|."""
+        """Snapshot the weights of ``layers`` (by name in ``model``) and precompute every per-channel grid."""
         self.model = model
         self._slots: dict[str, _Slot] = {}
         owners: dict[int, str] = {}
@@ -130,37 +133,41 @@ class WeightQuantizer:
         """Names of the layers this quantizer manages, in the order given."""
         return tuple(self._slots)
 
-    def _checked(self, name: str, bits: np.ndarray) -> torch.Tensor:
-        """Validate one layer's bits and return them as a long tensor on the weight's device."""
+    def _checked(self, name: str, bits: np.ndarray) -> torch.Tensor | None:
+        """Validate one layer's bits: a long tensor on the weight's device, or None to keep the layer at FP32."""
         slot = self._slots.get(name)
         if slot is None:
             raise CwhawqError(f"assignment names unknown layer '{name}'; use one of {list(self._slots)}")
         bits = np.asarray(bits)
-        _check_bits(bits, slot.weight.shape[0], f"layer '{name}'")
+        out_channels = slot.weight.shape[0]
+        if bits.shape == (out_channels,) and out_channels and np.all(bits == FP32_LAYER_BITS):
+            return None
+        _check_bits(bits, out_channels, f"layer '{name}'")
         return torch.from_numpy(bits.astype(np.int64, copy=False)).to(slot.weight.device)
 
-    def _quantize(self, name: str, bits: torch.Tensor) -> None:
+    def _set(self, name: str, bits: torch.Tensor | None) -> None:
         slot = self._slots[name]
-        slot.grids.quantize(bits, out=slot.weight.data)
+        if bits is None:
+            slot.weight.data.copy_(slot.grids.original)
+        else:
+            slot.grids.quantize(bits, out=slot.weight.data)
 
     def apply(self, assignment: Mapping[str, np.ndarray]) -> None:
         """Quantize every listed layer in place with its per-channel bits; all other managed layers get their originals.
 
-        Everything is validated first, so an invalid assignment leaves the model untouched.
+        Bits are in [2, 16] per channel, or 32 on every channel of a layer to keep it at FP32. Everything is
+        validated first, so an invalid assignment leaves the model untouched.
         """
         checked = {name: self._checked(name, bits) for name, bits in assignment.items()}
         with torch.no_grad():
-            for name, slot in self._slots.items():
-                if name in checked:
-                    self._quantize(name, checked[name])
-                else:
-                    slot.weight.data.copy_(slot.grids.original)
+            for name in self._slots:
+                self._set(name, checked.get(name))
 
     def apply_layer(self, name: str, bits: np.ndarray) -> None:
-        """Quantize one layer in place with its per-channel bits; the other layers are left as they are."""
+        """Quantize one layer in place with its per-channel bits (as in apply); the other layers are left as they are."""
         checked = self._checked(name, bits)
         with torch.no_grad():
-            self._quantize(name, checked)
+            self._set(name, checked)
 
     def restore(self) -> None:
         """Put back the original weights of every managed layer, bit for bit."""

@@ -55,11 +55,16 @@ class ProblemSettings:
 
 @dataclass
 class SearchSettings:
-    """A whole search run: the problem, the agent, and where the outputs go."""
+    """A whole search run: the problem, the agent, and where the outputs go.
+
+    `seed` seeds the agent (networks, noise, warm-up actions); `problem.seed` fixes the data split and built-in
+    weights, so one problem can be searched with several agent seeds.
+    """
 
     problem: ProblemSettings = field(default_factory=ProblemSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     episodes: int = 300
+    seed: int = 0
     out: str = "runs/default"
     resume: bool = False
     checkpoint_every: int = 25

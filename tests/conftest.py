@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings, TraceSettings
+
+
+# The test models are tiny: one thread avoids oversubscribing CI's 2 cores (2 threads are many times slower
+# whenever another process is busy).
+torch.set_num_threads(1)
 
 
 def small_settings(cache_dir: Path, **overrides: object) -> ProblemSettings:

@@ -66,7 +66,9 @@ def test_fp32_and_scale_overhead() -> None:
 def test_assignment_bits_equals_sum_over_weights(data: st.DataObject) -> None:
     layers = [layer(f"l{i}", data.draw(st.integers(1, 20)), data.draw(st.integers(1, 50))) for i in range(3)]
     assignment = {
-        lay.name: np.array(data.draw(st.lists(st.integers(2, 16), min_size=lay.out_channels, max_size=lay.out_channels)))
+        lay.name: np.array(
+            data.draw(st.lists(st.integers(2, 16), min_size=lay.out_channels, max_size=lay.out_channels))
+        )
         for lay in layers
     }
     per_weight = sum(int(np.repeat(assignment[lay.name], lay.params_per_channel).sum()) for lay in layers)

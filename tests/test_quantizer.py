@@ -267,6 +267,21 @@ def test_invalid_assignment_raises_and_leaves_model_untouched() -> None:
         quantizer.apply_layer("nope", np.full(3, 4))
 
 
+def test_layer_at_32_bits_keeps_its_fp32_weights() -> None:
+    # problem.pinned_assignment lists a layer pinned at 32 with 32 bits on every channel: it must stay unquantized.
+    model, layers = model_and_layers()
+    saved = snapshot(model)
+    quantizer = WeightQuantizer(model, layers)
+    quantizer.apply(random_assignment(layers, seed=0))
+    quantizer.apply({"conv1": np.full(16, 32), "fc2": np.full(10, 4)})
+    assert torch.equal(model.conv1.weight, saved["conv1.weight"])
+    assert torch.equal(model.fc2.weight, quantize_per_channel(saved["fc2.weight"], torch.full((10,), 4)))
+    quantizer.apply_layer("fc2", np.full(10, 32))
+    assert_bit_exact(model, saved)
+    with pytest.raises(CwhawqError):
+        quantizer.apply({"conv1": np.array([32] * 15 + [8])})  # 32 means a whole FP32 layer, not one channel
+
+
 def test_all_zero_channel_stays_zero_in_model() -> None:
     model, layers = model_and_layers()
     with torch.no_grad():

@@ -1,0 +1,29 @@
+"""Random search over the environment's action space: the baseline an RL agent has to beat.
+
+It samples every action uniformly from the same Box the agent acts in, so it shares the agent's budget guard,
+trace-ranked allocation and evaluation, and differs only in how actions are chosen.
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+from cwhawq.problem import QuantProblem
+from cwhawq.tracking import SearchRecord
+from envs.channel_bits_env import ChannelBitsEnv
+
+
+def random_search(
+    problem: QuantProblem, evaluations: int, seed: int, granularity: str = "channel", progress: bool = False
+) -> SearchRecord:
+    """Evaluate `evaluations` uniformly random episodes; the record keeps the best assignment."""
+    env = ChannelBitsEnv(problem, granularity=granularity)
+    env.action_space.seed(seed)
+    record = SearchRecord()
+    for _ in tqdm(range(evaluations), desc="random search", unit="ep", disable=not progress):
+        env.reset(seed=seed)
+        terminated = False
+        while not terminated:
+            _, reward, terminated, _, info = env.step(env.action_space.sample())
+        record.add(info, reward)
+    return record

@@ -1,0 +1,291 @@
+"""Benchmark every method on every model and budget: test accuracy, bits reached, evaluations, wall time.
+
+    python scripts/benchmark.py                      # the full benchmark behind docs/BENCHMARKS.md
+    python scripts/benchmark.py --quick --out DIR    # one model, one budget, few episodes: a smoke run
+
+All methods share one `QuantProblem` per model and budget (same folded model, traces, cost model, budget and
+validation data). Stochastic methods (random search, both DDPG variants) run with several seeds and get the same
+number of quantized validation evaluations. Test accuracy is computed once per method, after its search, on a split
+no method sees. Raw rows are appended to `results.jsonl` as each run finishes; an interrupted benchmark resumes
+where it stopped. The Markdown section is written between markers in the `--markdown` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from agents.random_search import random_search  # noqa: E402
+from agents.search import SearchRun  # noqa: E402
+from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
+from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
+from cwhawq.result import build_result  # noqa: E402
+from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
+from envs.channel_bits_env import ChannelBitsEnv  # noqa: E402
+
+STOCHASTIC_METHODS = ("random", "ddpg-layer", "ddpg-channel")
+MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to run."""
+
+    models: tuple[str, ...] = ("digits_cnn", "lenet5", "resnet_mini")
+    budgets: tuple[float, ...] = (2.25, 2.5, 3.0)
+    methods: tuple[str, ...] = (*DETERMINISTIC_METHODS, *STOCHASTIC_METHODS)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    episodes: int = 300
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    out: Path = Path("docs/benchmark")
+    markdown: Path = Path("docs/BENCHMARKS.md")
+    command: str = "python scripts/benchmark.py"
+
+
+def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConfig) -> tuple[Assignment, dict]:
+    """Run one method once; return its chosen assignment and search facts (evaluations, curve)."""
+    if method in DETERMINISTIC_METHODS:
+        return run_method(problem, method), {"evaluations": 0}
+    if method == "random":
+        record = random_search(problem, config.episodes, seed)
+        return record.best_assignment, {"evaluations": config.episodes, "curve": record.best_so_far()}
+    granularity = "layer" if method == "ddpg-layer" else "channel"
+    with tempfile.TemporaryDirectory() as out:
+        settings = SearchSettings(
+            problem=ProblemSettings(seed=0),
+            agent=config.agent,
+            episodes=config.episodes - 1,  # the final policy rollout is the last of `episodes` evaluations
+            seed=seed,
+            out=out,
+            progress=False,
+        )
+        result = SearchRun(problem, settings, env=ChannelBitsEnv(problem, granularity=granularity)).run()
+    search = result["search"]
+    assignment = {layer["name"]: layer["bits"] for layer in result["layers"]}
+    return assignment, {"evaluations": search["evaluations"], "curve": search["best_val_accuracy_curve"]}
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return row["model"], row["budget"], row["method"], row["seed"]
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows already measured (one JSON object per line)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list[dict[str, Any]]:
+    """Run every missing (model, budget, method, seed) and return all rows."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    raw = config.out / "results.jsonl"
+    rows = load_rows(raw)
+    done = {_key(row) for row in rows}
+    jobs = [
+        (model, budget, method, seed if method in STOCHASTIC_METHODS else 0)
+        for model in config.models
+        for budget in config.budgets
+        for method in config.methods
+        for seed in (config.seeds if method in STOCHASTIC_METHODS else (0,))
+    ]
+    jobs = [job for job in jobs if job not in done]
+    problems: dict[tuple[str, float], QuantProblem] = {}
+    for model, budget, method, seed in tqdm(jobs, desc="benchmark", unit="run"):
+        if (model, budget) not in problems:
+            problems.clear()
+            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir)
+            problems[(model, budget)] = build_problem(settings, progress=False)
+        problem = problems[(model, budget)]
+        start = time.perf_counter()
+        assignment, facts = run_one(problem, method, seed, config)
+        wall = time.perf_counter() - start
+        result = build_result(problem, assignment, method, {"problem": {"model": model}})
+        row = {
+            "model": model,
+            "budget": budget,
+            "method": method,
+            "seed": seed,
+            "val_accuracy": result["accuracy"]["quantized_val"],
+            "test_accuracy": result["accuracy"]["quantized_test"],
+            "fp32_test_accuracy": result["accuracy"]["fp32_test"],
+            "avg_bits": result["totals"]["avg_bits"],
+            "within_budget": result["totals"]["weight_bits"] <= problem.budget.total_bits,
+            "wall_s": wall,
+            **facts,
+        }
+        with raw.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
+    """Mean and spread per (model, budget, method)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["model"], row["budget"], row["method"])].append(row)
+    summary = {}
+    for key, group in groups.items():
+        tests = [r["test_accuracy"] for r in group]
+        summary[key] = {
+            "n": len(group),
+            "test_mean": statistics.mean(tests),
+            "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "val_mean": statistics.mean(r["val_accuracy"] for r in group),
+            "bits_mean": statistics.mean(r["avg_bits"] for r in group),
+            "evaluations": statistics.mean(r["evaluations"] for r in group),
+            "wall_s": statistics.mean(r["wall_s"] for r in group),
+            "fp32_test": group[0]["fp32_test_accuracy"],
+            "all_within_budget": all(r["within_budget"] for r in group),
+        }
+    return summary
+
+
+def evaluations_to_reach(curve: Sequence[float], target: float) -> int | None:
+    """1-based number of evaluations after which the best-so-far curve reaches `target`, or None."""
+    return next((i + 1 for i, value in enumerate(curve) if value >= target - 1e-12), None)
+
+
+def plot(rows: list[dict[str, Any]], summary: dict, out: Path) -> list[Path]:
+    """Per model: test accuracy vs average bits per method, and best-so-far curves of DDPG vs random."""
+    paths = []
+    for model in sorted({r["model"] for r in rows}):
+        fig, (acc_ax, curve_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        for method in sorted({k[2] for k in summary if k[0] == model}):
+            keys = sorted(k for k in summary if k[0] == model and k[2] == method)
+            acc_ax.errorbar(
+                [summary[k]["bits_mean"] for k in keys],
+                [100 * summary[k]["test_mean"] for k in keys],
+                yerr=[100 * summary[k]["test_std"] for k in keys],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+        acc_ax.set(xlabel="average weight bits", ylabel="test accuracy (%)", title=f"{model}: test accuracy")
+        acc_ax.legend(fontsize=7)
+        for method in ("random", "ddpg-channel"):
+            for budget in sorted({r["budget"] for r in rows if r["model"] == model}):
+                curves = [r["curve"] for r in rows if (r["model"], r["method"], r["budget"]) == (model, method, budget)]
+                if curves:
+                    length = min(len(c) for c in curves)
+                    mean = [100 * statistics.mean(c[i] for c in curves) for i in range(length)]
+                    style = "-" if method == "ddpg-channel" else "--"
+                    curve_ax.plot(range(1, length + 1), mean, style, label=f"{method} {budget}b")
+        curve_ax.set(xlabel="quantized evaluations", ylabel="best val accuracy (%)", title="evaluations to best")
+        curve_ax.set_xscale("log")
+        curve_ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[Path]) -> str:
+    """The Markdown section: command, table per model, speed of DDPG vs random to random's best, plots."""
+    summary = summarise(rows)
+    lines = [
+        f"Command: `{config.command}` (raw rows: `{config.out / 'results.jsonl'}`).",
+        f"Seeds {list(config.seeds)} for stochastic methods; {config.episodes} quantized evaluations each.",
+        "Accuracies in %; test = mean ± std over seeds on the held-out test split; val = the validation accuracy",
+        "the method optimised; evals = quantized validation evaluations; time = wall seconds per run (2 CPU cores).",
+        "",
+    ]
+    for model in sorted({k[0] for k in summary}):
+        budgets = sorted({k[1] for k in summary if k[0] == model})
+        fp32 = next(v["fp32_test"] for k, v in summary.items() if k[0] == model)
+        lines += [f"### {model} (FP32 test {100 * fp32:.2f}%)", ""]
+        lines += ["| budget | method | test | val | avg bits | evals | time (s) | in budget |", "|---|---|---|---|---|---|---|---|"]
+        for budget in budgets:
+            for method in config.methods:
+                s = summary.get((model, budget, method))
+                if s is None:
+                    continue
+                lines.append(
+                    f"| {budget} | {method} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} "
+                    f"| {100 * s['val_mean']:.2f} | {s['bits_mean']:.3f} | {s['evaluations']:.0f} "
+                    f"| {s['wall_s']:.1f} | {'yes' if s['all_within_budget'] else 'NO'} |"
+                )
+        lines.append("")
+        lines += ["Evaluations the channel-wise DDPG needs to reach random search's best validation accuracy "
+                  "(per seed; '-' = never):", ""]  # fmt: skip
+        for budget in budgets:
+            pairs = []
+            for seed in config.seeds:
+                agent = [r for r in rows if _key(r) == (model, budget, "ddpg-channel", seed)]
+                rand = [r for r in rows if _key(r) == (model, budget, "random", seed)]
+                if agent and rand:
+                    reached = evaluations_to_reach(agent[0]["curve"], max(rand[0]["curve"]))
+                    pairs.append(f"{reached or '-'} of {len(agent[0]['curve'])}")
+            if pairs:
+                lines.append(f"- {budget} bits: {', '.join(pairs)}")
+        lines.append("")
+    for image in images:
+        lines.append(f"![{image.stem}]({image.relative_to(config.markdown.parent)})")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the text between the benchmark markers in `path` (appending the markers if absent)."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{MARK_START}\n{section}\n{MARK_END}"
+    if MARK_START in text:
+        text = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Method comparison\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Parse arguments, run what is missing, write the table and plots."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="digits_cnn at 2.5 bits, 2 seeds, 6 episodes")
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--budgets", nargs="+", type=float)
+    parser.add_argument("--methods", nargs="+")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for stochastic methods")
+    parser.add_argument("--episodes", type=int, help="quantized evaluations per stochastic run (default 300)")
+    parser.add_argument("--out", type=Path, help="raw results and plots (default docs/benchmark)")
+    parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/BENCHMARKS.md)")
+    parser.add_argument("--cache-dir", help="cache for built-in models and traces")
+    args = parser.parse_args(argv)
+    config = BenchmarkConfig()
+    if args.quick:
+        config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 6
+        config.agent = AgentSettings(warmup_episodes=2, batch_size=8)
+    config.models = tuple(args.models or config.models)
+    config.budgets = tuple(args.budgets or config.budgets)
+    config.methods = tuple(args.methods or config.methods)
+    if not args.quick:
+        config.seeds = tuple(range(args.seeds))
+    config.episodes = args.episodes or config.episodes
+    config.out = args.out or config.out
+    config.markdown = args.markdown or (config.out / "BENCHMARKS.md" if args.out else config.markdown)
+    config.command = " ".join(["python scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    rows = run_benchmark(config, cache_dir=args.cache_dir)
+    images = plot(rows, summarise(rows), config.out)
+    write_section(config.markdown, markdown(rows, config, images))
+    print(markdown(rows, config, images))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Tests for cwhawq.bn_fold: folded models compute the same function without BatchNorm modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cwhawq.bn_fold import fold_batchnorm
+from cwhawq.layers import discover_layers
+from cwhawq.models import build_builtin
+
+
+def randomize_batchnorm(model: nn.Module, seed: int) -> None:
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.2)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator))
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(1, 4, 3, padding=1)
+        self.bn1d = nn.BatchNorm1d(4)
+        self.conv = nn.Conv2d(1, 5, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(5)
+        self.dw = nn.Conv2d(5, 5, 3, groups=5)
+        self.bn_dw = nn.BatchNorm2d(5)
+        self.fc = nn.Linear(4 * 16 + 5 * 2 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn1d(self.conv1d(x.flatten(2))))
+        b = torch.relu(self.bn_dw(self.dw(torch.relu(self.bn(self.conv(x))))))
+        return self.fc(torch.cat([a.flatten(1), b.flatten(1)], 1))
+
+
+def test_random_conv_bn_model_output_preserved() -> None:
+    torch.manual_seed(0)
+    model = ConvBN()
+    randomize_batchnorm(model, seed=1)
+    model.eval()
+    x = torch.randn(8, 1, 4, 4)
+    folded = fold_batchnorm(model)
+    assert not has_batchnorm(folded)
+    assert not folded.training
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    # the folding really changed the weights (so the test above could fail)
+    assert not torch.equal(folded.get_submodule("conv").weight, model.conv.weight)
+
+
+def test_resnet_mini_output_preserved_and_names_kept() -> None:
+    torch.manual_seed(0)
+    model = build_builtin("resnet_mini", 10, (1, 28, 28))
+    randomize_batchnorm(model, seed=2)
+    model.train()  # fold must work from a training-mode model and leave it as it was
+    x = torch.rand(4, 1, 28, 28)
+    folded = fold_batchnorm(model)
+    assert model.training and has_batchnorm(model)
+    assert not has_batchnorm(folded)
+    expected = model.eval()(x)
+    torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
+    names = [layer.name for layer in discover_layers(model, x)]
+    assert [layer.name for layer in discover_layers(folded, x)] == names
+    assert "layer2.shortcut.0" in names
+
+
+def test_original_model_untouched() -> None:
+    torch.manual_seed(0)
+    model = ConvBN()
+    randomize_batchnorm(model, seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fold_batchnorm(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+class Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        if y.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            return y
+        return -y
+
+
+def test_untraceable_model_falls_back_with_warning() -> None:
+    torch.manual_seed(0)
+    model = Untraceable()
+    randomize_batchnorm(model, seed=4)
+    model.train()
+    x = torch.randn(2, 1, 5, 5)
+    with pytest.warns(UserWarning, match="BatchNorm was not folded"):
+        folded = fold_batchnorm(model)
+    assert folded is not model and not folded.training and model.training
+    assert has_batchnorm(folded)
+    torch.testing.assert_close(folded(x), model.eval()(x), rtol=0, atol=0)

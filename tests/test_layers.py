@@ -1,0 +1,200 @@
+"""Tests for cwhawq.layers: layer discovery, kinds, MACs, order and pins."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from cwhawq.errors import CwhawqError
+from cwhawq.layers import LayerInfo, discover_layers
+
+
+class Toy(nn.Module):
+    """conv2d -> depthwise -> grouped (strided) -> conv1d -> linear; modules declared out of execution order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6 * 7, 5)
+        self.unused = nn.Linear(3, 3)
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.grp = nn.Conv2d(8, 12, 1, stride=2, groups=2)
+        self.conv1d = nn.Conv1d(12, 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.grp(self.dw(torch.relu(self.bn(self.conv(x)))))  # (N, 12, 3, 3)
+        x = self.conv1d(x.flatten(2))  # (N, 6, 7)
+        return self.fc(x.flatten(1))
+
+
+def toy_layers(pin: dict[str, int] | None = None) -> dict[str, LayerInfo]:
+    torch.manual_seed(0)
+    return {layer.name: layer for layer in discover_layers(Toy(), torch.randn(1, 4, 6, 6), pin)}
+
+
+def test_order_skips_unused_modules() -> None:
+    layers = discover_layers(Toy(), torch.randn(1, 4, 6, 6))
+    assert [layer.name for layer in layers] == ["conv", "dw", "grp", "conv1d", "fc"]
+
+
+def test_kinds_and_static_features() -> None:
+    layers = toy_layers()
+    assert {name: layer.kind for name, layer in layers.items()} == {
+        "conv": "conv", "dw": "depthwise", "grp": "grouped", "conv1d": "conv", "fc": "linear",
+    }
+    assert [layers[n].dims for n in ("conv", "conv1d", "fc")] == [2, 1, 0]
+    grp = layers["grp"]
+    assert (grp.in_channels, grp.out_channels, grp.kernel_size, grp.stride, grp.groups) == (8, 12, (1, 1), (2, 2), 2)
+    assert (grp.params, grp.params_per_channel, grp.input_size) == (12 * 4, 4, (6, 6))
+    fc = layers["fc"]
+    assert (fc.in_channels, fc.out_channels, fc.kernel_size, fc.stride, fc.groups) == (42, 5, (), (), 1)
+    assert fc.input_size == ()
+    assert (fc.params, fc.params_per_channel) == (210, 42)
+    assert layers["conv1d"].input_size == (9,)
+    assert layers["conv1d"].params_per_channel == 12 * 3
+
+
+def test_macs_hand_computed() -> None:
+    layers = toy_layers()
+    expected = {
+        "conv": (8 * 6 * 6) * 4 * 9,
+        "dw": (8 * 6 * 6) * 1 * 9,
+        "grp": (12 * 3 * 3) * 4 * 1,
+        "conv1d": (6 * 7) * 12 * 3,
+        "fc": 5 * 42,
+    }
+    assert {name: layer.macs for name, layer in layers.items()} == expected
+
+
+def test_batch_larger_than_one_uses_one_sample() -> None:
+    one = discover_layers(Toy(), torch.randn(1, 4, 6, 6))
+    many = discover_layers(Toy(), torch.randn(7, 4, 6, 6))
+    assert one == many
+
+
+def test_linear_macs_count_leading_dims() -> None:
+    model = nn.Linear(4, 2)
+    (layer,) = discover_layers(model, torch.randn(1, 3, 4))
+    assert layer.macs == 3 * 2 * 4
+
+
+class Shared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(4, 4)
+        self.block = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.first(self.block(x))))
+
+
+def test_shared_module_listed_once_with_summed_macs() -> None:
+    layers = discover_layers(Shared(), torch.randn(1, 4))
+    assert [layer.name for layer in layers] == ["block", "first", "head"]
+    assert layers[0].macs == 2 * 16
+
+
+def test_modes_and_buffers_untouched() -> None:
+    model = Toy().train()
+    model.dw.eval()
+    mean = model.bn.running_mean.clone()
+    discover_layers(model, torch.randn(2, 4, 6, 6))
+    assert model.training and model.conv.training and not model.dw.training
+    assert torch.equal(model.bn.running_mean, mean)
+    assert model.bn.num_batches_tracked.item() == 0
+
+
+def test_pins_by_fnmatch_pattern() -> None:
+    layers = toy_layers({"conv*": 8, "fc": 4})
+    assert {name: layer.pinned_bits for name, layer in layers.items()} == {
+        "conv": 8, "dw": None, "grp": None, "conv1d": 8, "fc": 4,
+    }
+
+
+def test_pin_matching_nothing_is_an_error_naming_it() -> None:
+    with pytest.raises(CwhawqError, match="'classifier.\\*'") as info:
+        toy_layers({"classifier.*": 8})
+    assert "\n" not in str(info.value)
+
+
+def test_conflicting_pins_are_an_error() -> None:
+    with pytest.raises(CwhawqError, match="conv1d"):
+        toy_layers({"conv*": 8, "*1d": 4})
+
+
+@pytest.mark.parametrize("bits", [1, 33, 4.0, True])
+def test_invalid_pin_bits(bits: object) -> None:
+    with pytest.raises(CwhawqError, match="bit-width"):
+        toy_layers({"fc": bits})  # type: ignore[dict-item]
+
+
+def test_no_quantizable_layer_is_an_error() -> None:
+    with pytest.raises(CwhawqError, match="no quantizable layer"):
+        discover_layers(nn.Sequential(nn.ReLU(), nn.Flatten()), torch.randn(1, 4))
+
+
+def test_quantizable_layer_that_never_runs_does_not_count() -> None:
+    class Skips(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    with pytest.raises(CwhawqError, match="no quantizable layer"):
+        discover_layers(Skips(), torch.randn(1, 4))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    in_groups=st.integers(1, 3),
+    groups=st.integers(1, 3),
+    out_mult=st.integers(1, 2),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    size=st.tuples(st.integers(3, 7), st.integers(3, 7)),
+)
+def test_conv2d_macs_and_params_property(
+    in_groups: int, groups: int, out_mult: int, kernel: tuple[int, int], stride: int, padding: int,
+    size: tuple[int, int],
+) -> None:
+    in_ch, out_ch = in_groups * groups, out_mult * groups
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups)
+    (layer,) = discover_layers(conv, torch.randn(1, in_ch, *size))
+    out_size = [(s + 2 * padding - k) // stride + 1 for s, k in zip(size, kernel)]
+    assert layer.macs == out_ch * math.prod(out_size) * in_groups * math.prod(kernel)
+    assert layer.params == out_ch * in_groups * math.prod(kernel) == layer.params_per_channel * out_ch
+    expected_kind = "conv" if groups == 1 else ("depthwise" if groups == in_ch else "grouped")
+    assert layer.kind == expected_kind
+    assert layer.input_size == size
+
+
+def test_torchvision_resnet18() -> None:
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    layers = discover_layers(model, torch.randn(1, 3, 32, 32))
+    assert len(layers) == 21
+    assert Counter(layer.kind for layer in layers) == {"conv": 20, "linear": 1}
+    assert (layers[0].name, layers[-1].name) == ("conv1", "fc")
+    assert layers[0].macs == (64 * 16 * 16) * 3 * 49
+    assert all(model.get_submodule(layer.name).weight.numel() == layer.params for layer in layers)
+
+
+def test_torchvision_mobilenet_v2() -> None:
+    model = torchvision.models.mobilenet_v2(weights=None, num_classes=10)
+    layers = discover_layers(model, torch.randn(1, 3, 32, 32), pin={"features.0.*": 8})
+    assert len(layers) == 53
+    assert Counter(layer.kind for layer in layers) == {"conv": 35, "depthwise": 17, "linear": 1}
+    assert layers[0].name == "features.0.0" and layers[0].pinned_bits == 8
+    assert all(layer.pinned_bits is None for layer in layers[1:])
+    assert layers[-1].name == "classifier.1"

@@ -1,0 +1,108 @@
+"""Policy bundles: save/load round trip, refusal of mismatched policies, reuse on other models."""
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import agents.policy_bundle as policy_bundle
+from agents.policy_bundle import load_bundle, read_metadata
+from agents.search import SearchRun, rollout
+from cwhawq.cli import main
+from cwhawq.errors import CwhawqError
+from cwhawq.settings import AgentSettings, SearchSettings
+from envs.channel_bits_env import ChannelBitsEnv
+from tests.conftest import small_settings
+
+
+@pytest.fixture(scope="module")
+def trained_policy(digits_problem, tmp_path_factory):
+    out = tmp_path_factory.mktemp("policy") / "run"
+    settings = SearchSettings(
+        problem=small_settings(out.parent),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=5,
+        out=str(out),
+        progress=False,
+    )
+    run = SearchRun(digits_problem, settings)
+    run.run()
+    return out / "policy.zip", run.model
+
+
+def test_round_trip_gives_the_same_actions(digits_problem, trained_policy):
+    path, original = trained_policy
+    env = ChannelBitsEnv(digits_problem)
+    loaded, metadata = load_bundle(path, env)
+    assert metadata["bit_widths"] == list(digits_problem.bit_widths)
+    assert metadata["trained_on"]["model"] == "digits_cnn"
+    obs, _ = env.reset()
+    for _ in range(env.n_steps):
+        expected, _ = original.predict(obs, deterministic=True)
+        action, _ = loaded.predict(obs, deterministic=True)
+        np.testing.assert_array_equal(action, expected)
+        obs, *_ = env.step(action)
+
+
+def test_other_bit_widths_are_refused(digits_problem, trained_policy):
+    path, _ = trained_policy
+    other = dataclasses.replace(digits_problem, bit_widths=(2, 4, 8))
+    with pytest.raises(CwhawqError, match="bit_widths"):
+        load_bundle(path, ChannelBitsEnv(other))
+
+
+def test_other_observation_version_is_refused(digits_problem, trained_policy, monkeypatch):
+    path, _ = trained_policy
+    monkeypatch.setattr(policy_bundle, "OBSERVATION_VERSION", "v999")
+    with pytest.raises(CwhawqError, match="observation_version"):
+        load_bundle(path, ChannelBitsEnv(digits_problem))
+
+
+def test_missing_or_foreign_file_is_refused(tmp_path):
+    with pytest.raises(CwhawqError, match="not found"):
+        read_metadata(tmp_path / "nope.zip")
+    (tmp_path / "x.zip").write_text("not a zip")
+    with pytest.raises(CwhawqError, match="not a cwhawq policy"):
+        read_metadata(tmp_path / "x.zip")
+
+
+@pytest.mark.parametrize("finetune", [0, 3])
+def test_apply_on_another_architecture(capsys, cache_dir, trained_policy, tmp_path, finetune):
+    path, _ = trained_policy
+    out = tmp_path / "applied"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights: the near-chance warning is expected
+        status = main(
+            ["apply", "--policy", str(path), "--model", "tests.toy_models:digits_mlp", "--dataset", "digits",
+             "--cache-dir", str(cache_dir), "--trace-probes", "4", "--trace-batches", "1",
+             "--finetune-episodes", str(finetune), "--out", str(out), "--quiet"]
+        )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == ("policy-finetune" if finetune else "policy-zero-shot")
+    assert [layer["name"] for layer in result["layers"]] == ["1", "3", "5"]
+    assert result["totals"]["avg_bits"] <= 2.5
+    if finetune:
+        assert result["search"]["episodes"] == finetune
+
+
+def test_apply_refuses_mismatched_bits(capsys, cache_dir, trained_policy, tmp_path):
+    path, _ = trained_policy
+    status = main(
+        ["apply", "--policy", str(path), "--bits", "2", "4", "8", "--cache-dir", str(cache_dir),
+         "--trace-probes", "4", "--trace-batches", "1", "--out", str(tmp_path / "o"), "--quiet"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "bit_widths" in err
+
+
+def test_zero_shot_rollout_is_deterministic(digits_problem, trained_policy):
+    path, _ = trained_policy
+    env = ChannelBitsEnv(digits_problem)
+    model, _ = load_bundle(path, env)
+    first, second = rollout(model, env), rollout(model, env)
+    assert first["val_accuracy"] == second["val_accuracy"]
+    for name in first["assignment"]:
+        np.testing.assert_array_equal(first["assignment"][name], second["assignment"][name])

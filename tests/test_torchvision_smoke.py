@@ -1,0 +1,46 @@
+"""torchvision architectures (random weights, small inputs, no download): traces, env steps, a short rollout."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import mobilenet_v2, resnet18
+
+from agents.ddpg import make_agent
+from agents.search import rollout
+from cwhawq.data import DataSplits, Split
+from cwhawq.problem import prepare_problem
+from cwhawq.settings import AgentSettings, TraceSettings
+from envs.channel_bits_env import ChannelBitsEnv
+from tests.conftest import small_settings
+
+
+def random_images(n: int, seed: int) -> Split:
+    generator = torch.Generator().manual_seed(seed)
+    return Split(torch.rand(n, 3, 32, 32, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+
+
+@pytest.mark.parametrize(
+    ("build", "n_layers", "kinds"),
+    [(resnet18, 21, {"conv", "linear"}), (mobilenet_v2, 53, {"conv", "depthwise", "linear"})],
+)
+def test_rollout_on_torchvision_model(build, n_layers, kinds, tmp_path):
+    torch.manual_seed(0)
+    data = DataSplits("random32", random_images(16, 0), random_images(16, 1), random_images(16, 2), 10)
+    settings = small_settings(tmp_path, traces=TraceSettings(batch_size=8, num_batches=1, max_probes=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights give chance accuracy
+        problem = prepare_problem(build(weights=None, num_classes=10), data, settings, progress=False)
+    assert len(problem.layers) == n_layers
+    assert {layer.kind for layer in problem.layers} == kinds
+    assert all(len(problem.traces.traces[layer.name]) == layer.out_channels for layer in problem.layers)
+    env = ChannelBitsEnv(problem)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, terminated, _, _ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and reward == 0 and not terminated
+    agent = make_agent(env, AgentSettings(net_arch=(16, 16)), env.n_steps, seed=0)
+    info = rollout(agent, env)
+    assert info["size_bits"] <= problem.budget.total_bits
+    assert set(np.concatenate(list(info["assignment"].values())).tolist()) <= set(problem.bit_widths)
