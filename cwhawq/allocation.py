@@ -47,15 +47,23 @@ def largest_remainder_counts(ratios: np.ndarray, total: int) -> np.ndarray:
         raise CwhawqError("ratios sum to zero; give at least one bit-width a positive ratio")
     if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 0:
         raise CwhawqError(f"total must be a non-negative integer, got {total!r}; pass the number of channels")
-    quotas = np.round(r / r.sum() * int(total), _DECIMALS)
+    return hamilton_counts(r / r.sum(), int(total))
+
+
+def hamilton_counts(shares: np.ndarray, total: int) -> np.ndarray:
+    """The unchecked core of `largest_remainder_counts`: `shares` must already be non-negative and sum to 1.
+
+    For hot loops (the environment calls it every step) whose inputs are valid by construction.
+    """
+    quotas = np.round(shares * total, _DECIMALS)
     counts = np.floor(quotas).astype(np.int64)
-    leftover = int(total) - int(counts.sum())
-    fractions = np.round(quotas - counts, _DECIMALS)
-    # Primary key: larger fractional part first; secondary: higher index first. Zero-ratio entries have fraction 0
-    # and sort last, behind every entry that is owed a seat.
-    index = np.arange(r.size)
-    ranked = np.lexsort((-index, -fractions))
-    counts[ranked[:leftover]] += 1
+    leftover = total - int(counts.sum())
+    if leftover:
+        fractions = np.round(quotas - counts, _DECIMALS)
+        # Primary key: larger fractional part first; secondary: higher index first. Zero-share entries have
+        # fraction 0 and sort last, behind every entry that is owed a seat.
+        ranked = np.lexsort((-np.arange(len(shares)), -fractions))
+        counts[ranked[:leftover]] += 1
     return counts
 
 
@@ -83,8 +91,13 @@ def bits_from_counts(order: np.ndarray, counts: np.ndarray, bit_widths: Sequence
         )
     if int(counts.sum()) != n:
         raise CwhawqError(f"counts sum to {int(counts.sum())} but there are {n} channels; use largest_remainder_counts")
-    bits = np.empty(n, dtype=np.int64)
-    bits[order] = np.repeat(np.asarray(widths[::-1], dtype=np.int64), counts[::-1])
+    return place_bits(order, counts, np.asarray(widths, dtype=np.int64))
+
+
+def place_bits(order: np.ndarray, counts: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """The unchecked core of `bits_from_counts`, for hot loops whose order, counts and widths are valid."""
+    bits = np.empty(len(order), dtype=np.int64)
+    bits[order] = np.repeat(widths[::-1], counts[::-1])
     return bits
 
 

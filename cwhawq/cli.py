@@ -38,6 +38,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
     group.add_argument("--trace-probes", type=int, default=TraceSettings.max_probes, help="max Hutchinson probes")
     group.add_argument("--trace-batches", type=int, default=TraceSettings.num_batches, help="training batches")
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: a search runs thousands of small forward passes, where more threads "
+        "mostly add synchronisation; raise it for large models)",
+    )
 
 
 def problem_settings(args: argparse.Namespace) -> ProblemSettings:
@@ -152,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     try:
         handler(args)
     except CwhawqError as error:

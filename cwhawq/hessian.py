@@ -115,7 +115,7 @@ def _layer_weight(model: nn.Module, name: str) -> Tensor:
         raise CwhawqError(f"layer {name!r} is not a submodule of the model; rediscover layers on this model") from None
     weight = getattr(module, "weight", None)
     if not isinstance(weight, Tensor) or weight.dim() < 2:
-        raise CwhawqError(f"layer {name!r} has no 2-D+ weight tensor; pass only Linear/Conv layers from discover_layers")
+        raise CwhawqError(f"layer {name!r} has no weight of 2+ dims; pass only Linear/Conv layers from discover_layers")
     return weight
 
 
@@ -169,7 +169,9 @@ def _probe(
             sample = float(row.sum())
             if not math.isfinite(sample):
                 bad = next((name for name, part in zip(names, parts) if not torch.isfinite(part).all()), names[0])
-                raise CwhawqError(f"non-finite Hessian-vector product in layer {bad}; check the model and data for NaNs")
+                raise CwhawqError(
+                    f"non-finite Hessian-vector product in layer {bad}; check the model and data for NaNs"
+                )
             n += 1
             previous, running = running, running + (sample - running) / n
             bar.set_postfix(trace=f"{running:.4g}", refresh=False)

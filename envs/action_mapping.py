@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cwhawq.allocation import largest_remainder_counts
+from cwhawq.allocation import hamilton_counts
 
 
 def action_to_ratios(action: np.ndarray) -> np.ndarray:
@@ -21,7 +21,8 @@ def action_to_ratios(action: np.ndarray) -> np.ndarray:
     Affine per coordinate, then normalised: the all-zero action means equal shares, and a one-hot corner
     (one coordinate at 1, the rest at -1) puts every channel at one bit-width.
     """
-    weights = (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+    weights = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), -1.0), 1.0)
+    weights = (weights + 1.0) / 2.0
     total = weights.sum()
     if total <= 1e-12:
         return np.full(len(weights), 1.0 / len(weights))
@@ -53,25 +54,29 @@ def fit_counts(
     """
     widths = np.asarray(bit_widths, dtype=np.int64)
     unit = n_channels * params_per_channel
-    lowest, highest = unit * widths[0], unit * widths[-1]
+    lowest, highest = unit * int(widths[0]), unit * int(widths[-1])
     if high_bits < lowest:
         raise ValueError("high_bits leaves no room for the lowest bit-width; the budget guard is broken")
     ratios = np.asarray(ratios, dtype=np.float64)
     cost = unit * float(ratios @ widths)
     if cost > high_bits:
         mix = (cost - high_bits) / (cost - lowest)
-        ratios = (1.0 - mix) * ratios + mix * np.eye(len(widths))[0]
+        ratios = (1.0 - mix) * ratios
+        ratios[0] += mix
     elif cost < low_bits and highest > cost:
         mix = min(1.0, (low_bits - cost) / (highest - cost))
-        ratios = (1.0 - mix) * ratios + mix * np.eye(len(widths))[-1]
-    counts = largest_remainder_counts(ratios, n_channels)
+        ratios = (1.0 - mix) * ratios
+        ratios[-1] += mix
+    counts = hamilton_counts(ratios, n_channels)
     cost = params_per_channel * int(counts @ widths)
-    steps = params_per_channel * np.diff(widths)
+    if low_bits <= cost <= high_bits:
+        return counts
+    steps = (params_per_channel * np.diff(widths)).tolist()
     while cost > high_bits:
         level = int(np.flatnonzero(counts[1:])[0]) + 1
         counts[level] -= 1
         counts[level - 1] += 1
-        cost -= int(steps[level - 1])
+        cost -= steps[level - 1]
     while cost < low_bits:
         candidates = [k for k in range(len(widths) - 2, -1, -1) if counts[k] and cost + steps[k] <= high_bits]
         if not candidates:
@@ -79,7 +84,7 @@ def fit_counts(
         level = candidates[0]
         counts[level] -= 1
         counts[level + 1] += 1
-        cost += int(steps[level])
+        cost += steps[level]
     return counts
 
 

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from cwhawq.allocation import bits_from_counts, trace_order
+from cwhawq.allocation import place_bits, trace_order
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings
 from envs.action_mapping import action_to_ratios, fit_counts, fit_uniform, layer_action_to_ratios
@@ -116,9 +116,9 @@ class ChannelBitsEnv(gym.Env):
             low_bits=left - self._rest_max[self._index],
             high_bits=left - self._rest_min[self._index],
         )
-        self._assignment[layer.name] = bits_from_counts(self._orders[self._index], counts, self.bit_widths)
+        self._assignment[layer.name] = place_bits(self._orders[self._index], counts, self.bit_widths)
         self._spent += layer.params_per_channel * int(counts @ self.bit_widths)
-        self._previous_action = np.clip(action, -1.0, 1.0)
+        self._previous_action = np.minimum(np.maximum(action, -1.0), 1.0)
         self._index += 1
         if self._index < self.n_steps:
             return self._observe(), 0.0, False, False, {}

@@ -91,7 +91,11 @@ def observation(
     previous_action: np.ndarray,
 ) -> np.ndarray:
     """Concatenate a layer's static row with the budget state and the previous action, clipped to the box."""
-    vector = np.concatenate(
-        [static_row, np.asarray([budget_spent, left_per_weight], dtype=np.float32), previous_action]
-    ).astype(np.float32)
-    return np.clip(vector, -OBS_LIMIT, OBS_LIMIT)
+    n_static = len(static_row)
+    vector = np.empty(n_static + 2 + len(previous_action), dtype=np.float32)
+    vector[:n_static] = static_row
+    vector[n_static] = budget_spent
+    vector[n_static + 1] = left_per_weight
+    vector[n_static + 2 :] = previous_action
+    np.minimum(vector, OBS_LIMIT, out=vector)
+    return np.maximum(vector, -OBS_LIMIT, out=vector)

@@ -52,7 +52,7 @@ def random_batches(shape: tuple[int, ...], n_batches: int, batch_size: int, seed
     """Random inputs and labels: timing does not depend on the data's values."""
     generator = torch.Generator().manual_seed(seed)
     return [
-        (torch.rand((batch_size, *shape), generator=generator), torch.randint(0, 10, (batch_size,), generator=generator))
+        (torch.rand((batch_size, *shape), generator=generator), torch.randint(10, (batch_size,), generator=generator))
         for _ in range(n_batches)
     ]
 

@@ -281,8 +281,8 @@ def counted(monkeypatch):
 
 def test_cache_hits_and_misses(tmp_path, counted):
     model, layers, batches = linear_setup()
-    run = lambda **kw: cached_channel_traces(model, layers, batches, tmp_path,  # noqa: E731
-                                             **{"loss_fn": half_mse, "max_probes": 10, "progress": False, **kw})  # fmt: skip
+    defaults = {"loss_fn": half_mse, "max_probes": 10, "progress": False}
+    run = lambda **kw: cached_channel_traces(model, layers, batches, tmp_path, **{**defaults, **kw})  # noqa: E731
     first = run()
     assert len(counted) == 1 and len(list((tmp_path / "traces").glob("*.npz"))) == 1
     again = run(progress=True, tol=1e-3)  # progress does not matter; tol=1e-3 is the default

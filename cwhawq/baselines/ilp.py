@@ -18,9 +18,11 @@ _FOUND = (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
 def _cbc(time_limit_s: float) -> pulp.LpSolver:
     # PuLP 3.x flags its bundled CBC as going away in PuLP 4.0; it is still the only solver that needs no install,
     # so keep it (pin pulp < 4) without printing the notice on every solve.
+    # CBC's CGL preprocessing returns wrong "optimal" answers on some of these tiny knapsacks (found by the brute-force
+    # test; see coin-or/Cbc issues 283, 720, 723), so it is switched off; the solves stay fast without it.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=1)
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=1, options=["preprocess off"])
 
 
 def solve_ilp(table: GroupTable, time_limit_s: float = 60) -> np.ndarray:
