@@ -32,6 +32,9 @@ def layer_bits_figure(assignment: Assignment, layer_names: list[str]) -> plt.Fig
 class SearchCallback(BaseCallback):
     """Logs every finished episode, saves each new best assignment, and checkpoints every `checkpoint_every` episodes.
 
+    `earlier` holds (terminal info, reward) of evaluations already in the record but not yet logged (a warm
+    start's); they are logged first, as the first episodes.
+
     Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy,
     average bits, size in MB, best validation accuracy so far, exploration sigma; the per-layer average bits
     of each episode as a histogram, and a bar chart of the best assignment's per-layer bits at checkpoints.
@@ -47,8 +50,10 @@ class SearchCallback(BaseCallback):
         checkpoint: Callable[[], None],
         checkpoint_every: int = 25,
         progress: bool = True,
+        earlier: list[tuple[dict, float]] | None = None,
     ) -> None:
         super().__init__()
+        self.earlier = earlier or []
         self.record = record
         self.tb_dir = tb_dir
         self.layer_names = layer_names
@@ -65,6 +70,10 @@ class SearchCallback(BaseCallback):
         self._bar = tqdm(
             total=self.total_episodes, initial=self.record.episodes, desc="search", unit="ep", disable=not self.progress
         )
+        first = self.record.episodes - len(self.earlier)
+        for offset, (info, reward) in enumerate(self.earlier):
+            self._log(first + offset, info, reward)
+        self.earlier = []
 
     def _on_step(self) -> bool:
         if not self.locals["dones"][0]:

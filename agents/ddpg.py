@@ -47,12 +47,17 @@ class HaqDDPG(DDPG):
     """DDPG whose actor learns `actor_lr_ratio` times slower than its critic, as in HAQ.
 
     stable-baselines3 gives both optimizers one learning rate; this scales the actor's after every update of
-    the schedule.
+    the schedule. With `explore_from_policy`, warm-up episodes (before learning starts) act with the policy plus
+    noise instead of uniform random actions: used after a warm start, so that warm-up explores around it.
     """
 
-    def __init__(self, *args: Any, actor_lr_ratio: float = 0.1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, actor_lr_ratio: float = 0.1, explore_from_policy: bool = False, **kwargs: Any) -> None:
         self.actor_lr_ratio = actor_lr_ratio
+        self.explore_from_policy = explore_from_policy
         super().__init__(*args, **kwargs)
+
+    def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1) -> Any:
+        return super()._sample_action(0 if self.explore_from_policy else learning_starts, action_noise, n_envs)
 
     def _update_learning_rate(self, optimizers: Any) -> None:
         super()._update_learning_rate(optimizers)

@@ -18,6 +18,8 @@ from typing import Any
 from agents.callbacks import SearchCallback
 from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
+from agents.warm_start import warm_start
+from cwhawq.baselines import run_method
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
@@ -67,6 +69,7 @@ class SearchRun:
     ) -> None:
         self.problem = problem
         self.settings = settings
+        self._unlogged: list[tuple[dict[str, Any], float]] = []
         self.out = settings.out_dir
         self.env = env if env is not None else ChannelBitsEnv(problem)
         state_path = self.out / "state.json"
@@ -94,6 +97,12 @@ class SearchRun:
                 self.model = make_agent(
                     self.env, settings.agent, self.env.n_steps, settings.seed, tensorboard_log=str(self.out / "tb")
                 )
+                if settings.agent.warm_start:
+                    baseline = run_method(problem, settings.agent.warm_start)
+                    self._unlogged = warm_start(self.model, self.env, baseline)
+                    for info, reward in self._unlogged:
+                        self.record.add(info, reward)
+                    self.save_best()
             else:
                 self._start_fine_tune(Path(start_from))
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
@@ -108,7 +117,9 @@ class SearchRun:
             self.env.action_space.shape[0], agent.noise_sigma, agent.noise_decay, 0, seed=self.settings.seed
         )
         info = rollout(self.model, self.env)
-        self.record.add(info, REWARD_SCALE * (info["val_accuracy"] - info["fp_val_accuracy"]))
+        self._unlogged = [(info, REWARD_SCALE * (info["val_accuracy"] - info["fp_val_accuracy"]))]
+        self.record.add(*self._unlogged[0])
+        self.save_best()
 
     def save_best(self) -> None:
         """Write the best assignment so far (cheap; called at every improvement)."""
@@ -138,6 +149,7 @@ class SearchRun:
             checkpoint=self.checkpoint,
             checkpoint_every=self.settings.checkpoint_every,
             progress=self.settings.progress,
+            earlier=self._unlogged,
         )
         interrupted = False
         try:

@@ -1,4 +1,5 @@
-"""The `cwhawq` command: `search` trains the agent on a model, `apply` reuses a saved policy on another.
+"""The `cwhawq` command: `search` trains the agent on a model, `apply` reuses a saved policy on another,
+`baseline` runs a baseline method (uniform, HAWQ-V2, ILPs, greedy, random search) on the same problem.
 
 `scripts/train_agent.py` and `scripts/apply_policy.py` are the same as `cwhawq search` and `cwhawq apply`.
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import DEFAULT_BIT_WIDTHS, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
@@ -79,7 +82,11 @@ def _search(args: argparse.Namespace) -> None:
     problem_cfg = problem_settings(args)
     settings = SearchSettings(
         problem=problem_cfg,
-        agent=AgentSettings(warmup_episodes=args.warmup_episodes, noise_sigma=args.noise_sigma),
+        agent=AgentSettings(
+            warmup_episodes=args.warmup_episodes,
+            noise_sigma=args.noise_sigma,
+            warm_start=None if args.warm_start == "none" else args.warm_start,
+        ),
         episodes=args.episodes,
         seed=args.seed,
         out=args.out or _default_out(problem_cfg, "search"),
@@ -128,8 +135,35 @@ def _apply(args: argparse.Namespace) -> None:
     print(f"wrote {settings.out_dir / 'result.json'}")
 
 
+def _baseline(args: argparse.Namespace) -> None:
+    from agents.random_search import random_search
+    from cwhawq.baselines import run_method
+    from cwhawq.problem import build_problem
+    from cwhawq.result import build_result, format_summary
+    from cwhawq.tracking import write_json_atomic
+
+    problem_cfg = problem_settings(args)
+    out = Path(args.out or _default_out(problem_cfg, args.method))
+    problem = build_problem(problem_cfg, progress=not args.quiet)
+    extra = {}
+    if args.method == "random":
+        record = random_search(problem, args.evaluations, args.seed, progress=not args.quiet)
+        assignment = record.best_assignment
+        extra = {"search": {"evaluations": args.evaluations, "best_val_accuracy_curve": record.best_so_far()}}
+    else:
+        assignment = run_method(problem, args.method)
+    settings = {"problem": asdict(problem_cfg), "method": args.method, "evaluations": args.evaluations}
+    result = build_result(problem, assignment, args.method, settings, extra=extra)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "result.json", result)
+    print(format_summary(result))
+    print(f"wrote {out / 'result.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with its subcommands."""
+    from cwhawq.baselines import DETERMINISTIC_METHODS
+
     parser = argparse.ArgumentParser(prog="cwhawq", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -139,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--episodes", type=int, default=300)
     group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
     group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
+    group.add_argument(
+        "--warm-start",
+        default=AgentSettings.warm_start,
+        choices=[*DETERMINISTIC_METHODS, "none"],
+        help="baseline whose solution starts the search ('none': HAQ's random warm-up)",
+    )
     group.add_argument("--out", help="output directory (default runs/search_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -152,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--out", help="output directory (default runs/apply_<model>_<budget>_s<seed>)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     apply.set_defaults(handler=_apply)
+
+    baseline = commands.add_parser("baseline", help="run a baseline method on the same problem and cost model")
+    add_problem_arguments(baseline)
+    group = baseline.add_argument_group("baseline")
+    group.add_argument("--method", required=True, choices=[*DETERMINISTIC_METHODS, "random"])
+    group.add_argument("--evaluations", type=int, default=300, help="quantized evaluations (random search)")
+    group.add_argument("--out", help="output directory (default runs/<method>_<model>_<budget>_s<seed>)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    baseline.set_defaults(handler=_baseline)
     return parser
 
 

@@ -22,7 +22,11 @@ class TraceSettings:
 
 @dataclass
 class AgentSettings:
-    """DDPG hyper-parameters; defaults follow HAQ where stable-baselines3 allows (see agents/ddpg.py)."""
+    """DDPG hyper-parameters; defaults follow HAQ where stable-baselines3 allows (see agents/ddpg.py).
+
+    `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search (agents/warm_start.py);
+    None keeps HAQ's uniform random warm-up.
+    """
 
     warmup_episodes: int = 20
     noise_sigma: float = 0.5
@@ -34,6 +38,7 @@ class AgentSettings:
     batch_size: int = 64
     buffer_size: int = 20_000
     net_arch: tuple[int, ...] = (300, 300)
+    warm_start: str | None = "greedy-channel"
 
 
 @dataclass

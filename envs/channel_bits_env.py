@@ -124,6 +124,23 @@ class ChannelBitsEnv(gym.Env):
             return self._observe(), 0.0, False, False, {}
         return self._observe(), *self._finish()
 
+    def actions_for(self, assignment: Assignment) -> list[np.ndarray]:
+        """Actions that reproduce `assignment`'s share of channels at each bit-width, layer by layer.
+
+        Channel granularity: ``2 * r / max(r) - 1`` for the shares r, which `action_to_ratios` maps back to r
+        exactly (which channel gets which bits then follows the trace order). Layer granularity: the centre of
+        the action interval of the layer's most common bit-width.
+        """
+        actions = []
+        for layer in self.layers:
+            counts = (np.asarray(assignment[layer.name])[:, None] == self.bit_widths[None, :]).sum(axis=0)
+            if self.granularity == "channel":
+                action = 2.0 * counts / counts.max() - 1.0
+            else:
+                action = np.array([2.0 * (int(np.argmax(counts)) + 0.5) / len(self.bit_widths) - 1.0])
+            actions.append(action.astype(np.float32))
+        return actions
+
     def _finish(self) -> tuple[float, bool, bool, dict[str, Any]]:
         assignment = self._assignment
         val_accuracy = self.problem.evaluate(assignment)

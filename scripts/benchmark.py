@@ -13,6 +13,7 @@ where it stopped. The Markdown section is written between markers in the `--mark
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -29,6 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from agents.random_search import random_search  # noqa: E402
@@ -66,10 +68,14 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
         record = random_search(problem, config.episodes, seed)
         return record.best_assignment, {"evaluations": config.episodes, "curve": record.best_so_far()}
     granularity = "layer" if method == "ddpg-layer" else "channel"
+    agent = config.agent
+    if granularity == "layer" and agent.warm_start:
+        # The layer-wise ablation starts from the best layer-wise baseline, as the channel agent from its own.
+        agent = dataclasses.replace(agent, warm_start="ilp-layer")
     with tempfile.TemporaryDirectory() as out:
         settings = SearchSettings(
             problem=ProblemSettings(seed=0),
-            agent=config.agent,
+            agent=agent,
             episodes=config.episodes - 1,  # the final policy rollout is the last of `episodes` evaluations
             seed=seed,
             out=out,
@@ -204,7 +210,8 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
     summary = summarise(rows)
     lines = [
         f"Command: `{config.command}` (raw rows: `{config.out / 'results.jsonl'}`).",
-        f"Seeds {list(config.seeds)} for stochastic methods; {config.episodes} quantized evaluations each.",
+        f"Seeds {list(config.seeds)} for stochastic methods; {config.episodes} quantized evaluations each. "
+        f"DDPG warm start: {config.agent.warm_start or 'none'} (layer-wise DDPG: ilp-layer).",
         "Accuracies in %; test = mean ± std over seeds on the held-out test split; val = the validation accuracy",
         "the method optimised; evals = quantized validation evaluations; time = wall seconds per run (2 CPU cores).",
         "",
@@ -266,11 +273,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", type=Path, help="raw results and plots (default docs/benchmark)")
     parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/BENCHMARKS.md)")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
+    parser.add_argument("--warm-start", default=AgentSettings.warm_start, help="DDPG warm start ('none': random)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)
     config = BenchmarkConfig()
+    config.agent = AgentSettings(warm_start=None if args.warm_start == "none" else args.warm_start)
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 6
-        config.agent = AgentSettings(warmup_episodes=2, batch_size=8)
+        config.agent = dataclasses.replace(config.agent, warmup_episodes=2, batch_size=8)
     config.models = tuple(args.models or config.models)
     config.budgets = tuple(args.budgets or config.budgets)
     config.methods = tuple(args.methods or config.methods)

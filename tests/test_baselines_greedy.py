@@ -39,7 +39,7 @@ def lp_bound(table: GroupTable) -> float:
     start = np.array([h[0] for h in hulls])
     value = float(table.omega[rows, start].sum())
     room = table.capacity - int(table.sizes[rows, start].sum())
-    for efficiency, cost, saved in sorted(hull_steps(table), key=lambda s: -s[0]):
+    for _, cost, saved in sorted(hull_steps(table), key=lambda s: -s[0]):
         taken = min(1.0, room / cost)
         value -= taken * saved
         room -= taken * cost

@@ -30,6 +30,7 @@ def test_pinned_layers_leave_the_table_and_reduce_the_capacity():
     assert table.omega.shape == (2, 3) and table.capacity == 100 - 96
     assignment = assignment_from_choices(problem, "channel", np.array([0, 1]))
     assert assignment["0"].tolist() == [8, 8, 8] and assignment["2"].tolist() == [2, 4]
+    assert list(assignment) == ["0", "2"]
 
 
 def test_reuses_a_given_perturbation_table():

@@ -71,3 +71,8 @@ def test_channel_ilp_is_at_least_as_good_as_layer_ilp():
     problem = tiny_problem(avg_bits=4.5)
     per_layer = omega_objective(problem, ilp(problem, "layer"))
     assert omega_objective(problem, ilp(problem, "channel")) <= per_layer + 1e-12
+
+
+def test_deterministic():
+    table = random_table(np.random.default_rng(7), 300, 5, 0.4)
+    assert solve_ilp(table).tolist() == solve_ilp(table).tolist()

@@ -64,3 +64,15 @@ def test_script_prints_no_traceback(tmp_path):
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: ") and "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("method", ["greedy-channel", "random"])
+def test_baseline_command(capsys, tmp_path, common, method):
+    out = tmp_path / method
+    status, stdout, _ = run_cli(
+        capsys, "baseline", *common, "--method", method, "--evaluations", "3", "--out", str(out), "--quiet"
+    )
+    assert status == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == method
+    assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]

@@ -75,13 +75,15 @@ def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, mon
     monkeypatch.setattr(env, "_finish", finish_then_interrupt)
     result = SearchRun(digits_problem, settings_for(out, episodes=10), env=env).run()
     assert result["search"]["interrupted"]
-    assert result["search"]["episodes"] == 3
+    # The warm start's two evaluations (the greedy assignment as is, then its shares as an episode: the first
+    # env episode), then two agent episodes; the fourth env episode was interrupted.
+    assert result["search"]["episodes"] == 4
     assert json.loads((out / "best.json").read_text())["best_assignment"]
 
     resumed = SearchRun(digits_problem, settings_for(out, episodes=8, resume=True)).run()
     assert resumed["search"]["episodes"] == 8
     assert not resumed["search"]["interrupted"]
-    assert resumed["search"]["best_val_accuracy_curve"][:3] == result["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_accuracy_curve"][:4] == result["search"]["best_val_accuracy_curve"]
 
 
 def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
@@ -91,6 +93,23 @@ def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
     other.problem.seed = 7
     with pytest.raises(CwhawqError, match="seed"):
         SearchRun(digits_problem, other)
+
+
+def test_warm_start_is_the_floor(digits_problem, tmp_path):
+    from cwhawq.baselines import run_method
+
+    greedy = run_method(digits_problem, "greedy-channel")
+    greedy_val = digits_problem.evaluate(greedy, count=False)
+    result = SearchRun(digits_problem, settings_for(tmp_path / "w", episodes=4)).run()
+    assert result["accuracy"]["quantized_val"] >= greedy_val
+
+
+def test_random_warm_up_without_warm_start(digits_problem, tmp_path):
+    settings = settings_for(tmp_path / "r", episodes=4)
+    settings.agent.warm_start = None
+    result = SearchRun(digits_problem, settings).run()
+    assert result["search"]["episodes"] == 4
+    assert not result["search"]["interrupted"]
 
 
 def test_seeded_searches_are_identical(digits_problem, tmp_path):

@@ -91,13 +91,16 @@ def group_table(
         sizes = np.array([widths * layer.params for layer in layers], dtype=np.int64).reshape(-1, widths.size)
     else:
         omega = np.concatenate([table[layer.name] for layer in layers] or [np.empty((0, widths.size))])
-        per_channel = np.repeat([layer.params_per_channel for layer in layers], [layer.out_channels for layer in layers])
-        sizes = np.asarray(per_channel, dtype=np.int64).reshape(-1, 1) * widths[None, :]
+        per_channel = np.repeat(
+            np.array([layer.params_per_channel for layer in layers], dtype=np.int64),
+            [layer.out_channels for layer in layers],
+        )
+        sizes = per_channel[:, None] * widths[None, :]
     return GroupTable(omega.astype(np.float64), sizes.astype(np.int64), int(capacity))
 
 
 def assignment_from_choices(problem: QuantProblem, granularity: Granularity, choices: np.ndarray) -> Assignment:
-    """Full assignment (pinned layers included) from one width index per group of `group_table`."""
+    """Full assignment in layer order (pinned layers at their pins) from one width index per group of `group_table`."""
     widths = np.asarray(problem.bit_widths, dtype=np.int64)
     choices = np.asarray(choices, dtype=np.int64)
     out: Assignment = {}
@@ -109,4 +112,4 @@ def assignment_from_choices(problem: QuantProblem, granularity: Granularity, cho
             out[layer.name] = widths[choices[start : start + layer.out_channels]]
             start += layer.out_channels
     out.update(problem.pinned_assignment())
-    return out
+    return {layer.name: out[layer.name] for layer in problem.layers}

@@ -20,9 +20,11 @@ def _cbc(time_limit_s: float) -> pulp.LpSolver:
     # so keep it (pin pulp < 4) without printing the notice on every solve.
     # CBC's CGL preprocessing returns wrong "optimal" answers on some of these tiny knapsacks (found by the brute-force
     # test; see coin-or/Cbc issues 283, 720, 723), so it is switched off; the solves stay fast without it.
+    # No `threads` option: CBC's default is its serial, deterministic search, while threads=1 starts a worker thread
+    # that now and then idles 10 s before starting (CBC 2.10.3, "waiting to start 10.0").
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=1, options=["preprocess off"])
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, options=["preprocess off"])
 
 
 def solve_ilp(table: GroupTable, time_limit_s: float = 60) -> np.ndarray:
