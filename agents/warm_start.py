@@ -59,7 +59,7 @@ def warm_start(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> l
     observations = []
     obs, _ = env.reset()
     for action in actions:
-        next_obs, reward, terminated, truncated, info = env.step(action)
+        next_obs, reward, terminated, _, info = env.step(action)
         model.replay_buffer.add(
             obs[None], next_obs[None], action[None], np.array([reward]), np.array([terminated]), [info]
         )

@@ -17,7 +17,7 @@ from torch import nn
 
 from cwhawq.allocation import validate_bit_widths
 from cwhawq.bn_fold import fold_batchnorm
-from cwhawq.cost import Budget, assignment_bits, average_bits, fp32_bits
+from cwhawq.cost import Budget, assignment_bits, average_bits
 from cwhawq.data import DataSplits, batches, load_dataset
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import accuracy

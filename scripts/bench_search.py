@@ -17,7 +17,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch

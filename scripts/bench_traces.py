@@ -19,15 +19,12 @@ from torch import Tensor, nn
 
 from cwhawq.hessian import channel_traces
 from cwhawq.layers import LayerInfo, discover_layers
+from cwhawq.models import build_builtin
 
 
 def digits_cnn() -> nn.Module:
-    """The small CNN used on scikit-learn digits (1x8x8 inputs)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10),
-    )  # fmt: skip
+    """The built-in small CNN for scikit-learn digits (1x8x8 inputs)."""
+    return build_builtin("digits_cnn", num_classes=10, input_shape=(1, 8, 8))
 
 
 def larger_cnn() -> nn.Module:

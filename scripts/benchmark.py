@@ -42,7 +42,6 @@ from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings  # no
 from envs.channel_bits_env import ChannelBitsEnv  # noqa: E402
 
 STOCHASTIC_METHODS = ("random", "ddpg-layer", "ddpg-channel")
-MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
 @dataclass
@@ -250,14 +249,15 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between the benchmark markers in `path` (appending the markers if absent)."""
+def write_section(path: Path, section: str, name: str = "benchmark", title: str = "Method comparison") -> None:
+    """Replace the text between the `name` markers in `path` (appending a titled section if absent)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section}\n{MARK_END}"
-    if MARK_START in text:
-        text = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
+    block = f"{start}\n{section}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text = text.rstrip() + "\n\n## Method comparison\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text)
 
 

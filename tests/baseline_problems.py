@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 from cwhawq.baselines.groups import GroupTable
@@ -58,3 +59,14 @@ def random_table(rng: np.random.Generator, n_groups: int, n_options: int, fill: 
     omega = rng.uniform(0.0, 10.0, (n_groups, n_options))
     low, high = int(sizes[:, 0].sum()), int(sizes[:, -1].sum())
     return GroupTable(omega, sizes, low + int(fill * (high - low)))
+
+
+def random_tables() -> st.SearchStrategy[GroupTable]:
+    """Hypothesis strategy: random small group tables (1-4 groups x 1-4 options, some entries missing)."""
+    return st.builds(
+        lambda seed, g, k, fill: random_table(np.random.default_rng(seed), g, k, fill),
+        st.integers(0, 2**32 - 1),
+        st.integers(1, 4),
+        st.integers(1, 4),
+        st.floats(0.0, 1.0),
+    )

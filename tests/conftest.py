@@ -10,7 +10,6 @@ import torch
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings, TraceSettings
 
-
 # The test models are tiny: one thread avoids oversubscribing CI's 2 cores (2 threads are many times slower
 # whenever another process is busy).
 torch.set_num_threads(1)

@@ -10,15 +10,7 @@ from hypothesis import strategies as st
 from cwhawq.baselines.greedy import greedy, lower_hull, solve_greedy
 from cwhawq.baselines.groups import GroupTable
 from cwhawq.errors import CwhawqError
-from tests.baseline_problems import brute_force, random_table, tiny_problem
-
-tables = st.builds(
-    lambda seed, g, k, fill: random_table(np.random.default_rng(seed), g, k, fill),
-    st.integers(0, 2**32 - 1),
-    st.integers(1, 4),
-    st.integers(1, 4),
-    st.floats(0.0, 1.0),
-)
+from tests.baseline_problems import brute_force, random_table, random_tables, tiny_problem
 
 
 def hull_steps(table: GroupTable) -> list[tuple[float, int, float]]:
@@ -67,7 +59,7 @@ def test_hull_is_a_convex_descending_staircase(seed, n_options):
 
 
 @settings(max_examples=200, deadline=None)
-@given(tables)
+@given(random_tables())
 def test_feasible_and_within_the_lp_gap(table):
     choices = solve_greedy(table)
     size, value = table.cost(choices)
@@ -79,7 +71,7 @@ def test_feasible_and_within_the_lp_gap(table):
 
 
 @settings(max_examples=100, deadline=None)
-@given(tables, st.floats(0.0, 1.0))
+@given(random_tables(), st.floats(0.0, 1.0))
 def test_optimal_when_the_capacity_ends_on_a_whole_upgrade(table, quantile):
     # Capacity = the cheapest start plus every hull upgrade at or above an efficiency threshold: the LP optimum is
     # then integral, and the greedy takes exactly those upgrades.

@@ -5,25 +5,16 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from cwhawq.baselines.groups import GroupTable
 from cwhawq.baselines.hawq_v2 import hawq_v2, hawq_v2_frontier, pareto_frontier
 from cwhawq.baselines.perturbation import omega_objective
 from cwhawq.errors import CwhawqError
-from tests.baseline_problems import brute_force, random_table, tiny_problem
-
-tables = st.builds(
-    lambda seed, g, k, fill: random_table(np.random.default_rng(seed), g, k, fill),
-    st.integers(0, 2**32 - 1),
-    st.integers(1, 4),
-    st.integers(1, 4),
-    st.floats(0.0, 1.0),
-)
+from tests.baseline_problems import brute_force, random_tables, tiny_problem
 
 
 @settings(max_examples=150, deadline=None)
-@given(tables)
+@given(random_tables())
 def test_frontier_is_exact(table):
     frontier = pareto_frontier(table)
     assert np.all(np.diff(frontier.sizes) > 0) and np.all(np.diff(frontier.omegas) < 0)

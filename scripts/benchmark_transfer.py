@@ -1,0 +1,150 @@
+"""Transfer benchmark: train the agent on one model, reuse its policy on the others, zero-shot and fine-tuned.
+
+    python scripts/benchmark_transfer.py             # source digits_cnn -> lenet5, resnet_mini; after benchmark.py
+    python scripts/benchmark_transfer.py --quick --out DIR
+
+For each budget and seed: a search on the source model (the main benchmark's episodes) saves a policy; on each
+target it is applied zero-shot (one deterministic rollout) and fine-tuned for a third of those episodes. The table
+sets these beside the target's from-scratch channel-wise DDPG, uniform and greedy rows from the main benchmark's
+`results.jsonl` (run `scripts/benchmark.py` first with the same --out). Test accuracy is measured once per run on
+the held-out split. Rows are appended to `transfer.jsonl` as they finish; an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from benchmark import load_rows, write_section
+from tqdm.auto import tqdm
+
+from agents.policy_bundle import load_bundle
+from agents.search import SearchRun, rollout
+from cwhawq.problem import QuantProblem, build_problem
+from cwhawq.result import build_result
+from cwhawq.settings import ProblemSettings, SearchSettings
+from envs.channel_bits_env import ChannelBitsEnv
+
+REFERENCE_METHODS = ("uniform", "greedy-channel", "ddpg-channel")
+
+
+def source_policy(source: QuantProblem, budget: float, seed: int, episodes: int, out: Path) -> Path:
+    """Train (or reuse) the source model's policy for one budget and seed; return its bundle path."""
+    run_dir = out / "transfer_policies" / f"{budget}_s{seed}"
+    if not (run_dir / "result.json").is_file():
+        settings = SearchSettings(problem=ProblemSettings(budget_bits=budget), episodes=episodes, seed=seed,
+                                  out=str(run_dir), progress=False, resume=(run_dir / "state.json").is_file())  # fmt: skip
+        SearchRun(source, settings).run()
+    return run_dir / "policy.zip"
+
+
+def transfer_rows(
+    target: QuantProblem, policy: Path, model: str, budget: float, seed: int, episodes: int, out: Path
+) -> list[dict[str, Any]]:
+    """Zero-shot and fine-tuned results of `policy` on the target problem."""
+    rows = []
+    start = time.perf_counter()
+    env = ChannelBitsEnv(target)
+    agent, _ = load_bundle(policy, env)
+    zero_shot = rollout(agent, env)["assignment"]
+    rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
+    start = time.perf_counter()
+    run_dir = out / "transfer_runs" / f"{model}_{budget}_s{seed}"
+    settings = SearchSettings(problem=ProblemSettings(budget_bits=budget), episodes=episodes, seed=seed,
+                              out=str(run_dir), progress=False)  # fmt: skip
+    result = SearchRun(target, settings, start_from=policy).run()
+    fine_tuned = {layer["name"]: layer["bits"] for layer in result["layers"]}
+    rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
+    records = []
+    for method, assignment, evaluations, wall in rows:
+        report = build_result(target, assignment, method, {"problem": {"model": model}})
+        records.append({
+            "model": model, "budget": budget, "method": method, "seed": seed,
+            "val_accuracy": report["accuracy"]["quantized_val"], "test_accuracy": report["accuracy"]["quantized_test"],
+            "avg_bits": report["totals"]["avg_bits"], "evaluations": evaluations, "wall_s": wall,
+            "within_budget": report["totals"]["weight_bits"] <= target.budget.total_bits,
+        })  # fmt: skip
+    return records
+
+
+def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: str, source: str) -> str:
+    """Markdown: per target and budget, zero-shot, fine-tune and the references (test accuracy mean ± std)."""
+    lines = [
+        f"Command: `{command}`. Policy trained on {source}; test accuracy in %, mean ± std over seeds "
+        "(evals = quantized validation evaluations on the target).",
+        "",
+        "| target | budget | method | test | val | avg bits | evals | in budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    everything = rows + [r for r in reference if r["method"] in REFERENCE_METHODS]
+    for model in sorted({r["model"] for r in rows}):
+        for budget in sorted({r["budget"] for r in rows if r["model"] == model}):
+            for method in ("policy-zero-shot", "policy-finetune", *REFERENCE_METHODS):
+                group = [r for r in everything if (r["model"], r["budget"], r["method"]) == (model, budget, method)]
+                if not group:
+                    continue
+                tests = [100 * r["test_accuracy"] for r in group]
+                spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+                lines.append(
+                    f"| {model} | {budget} | {method} | {statistics.mean(tests):.2f} ± {spread:.2f} "
+                    f"| {100 * statistics.mean(r['val_accuracy'] for r in group):.2f} "
+                    f"| {statistics.mean(r['avg_bits'] for r in group):.3f} "
+                    f"| {statistics.mean(r['evaluations'] for r in group):.0f} "
+                    f"| {'yes' if all(r['within_budget'] for r in group) else 'NO'} |"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run what is missing and update the transfer section of the Markdown file."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one target, one budget, one seed, 6 episodes")
+    parser.add_argument("--source", default="digits_cnn")
+    parser.add_argument("--targets", nargs="+", default=["lenet5", "resnet_mini"])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[2.25, 2.5, 3.0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=300, help="episodes of the source search (fine-tune: 1/3)")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmark"))
+    parser.add_argument("--markdown", type=Path, help="default docs/BENCHMARKS.md, or OUT/BENCHMARKS.md with --out")
+    parser.add_argument("--cache-dir", help="cache for built-in models and traces")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.quick:
+        args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 6
+    default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"
+    markdown = args.markdown or default_out
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / "transfer.jsonl"
+    rows = load_rows(raw)
+    done = {(r["model"], r["budget"], r["seed"]) for r in rows}
+    jobs = [(b, s, t) for b in args.budgets for s in range(args.seeds) for t in args.targets if (t, b, s) not in done]
+    problems: dict[tuple[str, float], QuantProblem] = {}
+
+    def problem(model: str, budget: float) -> QuantProblem:
+        if (model, budget) not in problems:
+            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=args.cache_dir)
+            problems[(model, budget)] = build_problem(settings, progress=False)
+        return problems[(model, budget)]
+
+    for budget, seed, target in tqdm(jobs, desc="transfer", unit="run"):
+        policy = source_policy(problem(args.source, budget), budget, seed, args.episodes, args.out)
+        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, args.out)
+        with raw.open("a") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in new)
+        rows += new
+    command = " ".join(["python scripts/benchmark_transfer.py", *(sys.argv[1:] if argv is None else argv)])
+    section = table(rows, load_rows(args.out / "results.jsonl"), command, args.source)
+    write_section(markdown, section, name="transfer", title="Policy transfer")
+    print(section)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

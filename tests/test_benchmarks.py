@@ -1,0 +1,72 @@
+"""Fast smoke versions of the benchmark scripts (the full runs are the scripts themselves)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench_search  # noqa: E402
+import benchmark  # noqa: E402
+import benchmark_transfer  # noqa: E402
+import choose_bit_widths  # noqa: E402
+
+ALL_METHODS = [*benchmark.DETERMINISTIC_METHODS, *benchmark.STOCHASTIC_METHODS]
+
+
+@pytest.fixture(scope="module")
+def quick_benchmark(cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rows = benchmark.main(["--quick", "--out", str(out), "--cache-dir", str(cache_dir)])
+    return out, rows
+
+
+def test_quick_benchmark_table_and_budget(quick_benchmark):
+    out, rows = quick_benchmark
+    assert {row["method"] for row in rows} == set(ALL_METHODS)
+    assert len(rows) == len(benchmark.DETERMINISTIC_METHODS) + 2 * len(benchmark.STOCHASTIC_METHODS)
+    assert all(row["within_budget"] and row["avg_bits"] <= 2.5 for row in rows)
+    for row in rows:
+        if row["method"] in benchmark.STOCHASTIC_METHODS:
+            assert row["evaluations"] == 6, row["method"]
+    text = (out / "BENCHMARKS.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| 2.5 |")]
+    assert [line.split(" | ")[1] for line in table] == ALL_METHODS
+    assert all(line.count("|") == 9 and line.rstrip().endswith("| yes |") for line in table)
+    assert "![digits_cnn](digits_cnn.png)" in text and (out / "digits_cnn.png").stat().st_size > 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_benchmark_resumes_without_rerunning(quick_benchmark, cache_dir):
+    out, rows = quick_benchmark
+    again = benchmark.main(["--quick", "--out", str(out), "--cache-dir", str(cache_dir)])
+    assert again == rows
+
+
+def test_quick_transfer(quick_benchmark, cache_dir):
+    out, _ = quick_benchmark
+    rows = benchmark_transfer.main(
+        ["--quick", "--targets", "digits_cnn", "--out", str(out), "--cache-dir", str(cache_dir)]
+    )
+    assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
+    assert all(row["within_budget"] for row in rows)
+    assert rows[1]["evaluations"] == 3
+    text = (out / "BENCHMARKS.md").read_text()
+    assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
+    assert "<!-- benchmark:start -->" in text  # the method comparison is kept
+    assert json.loads((out / "transfer.jsonl").read_text().splitlines()[0])["model"] == "digits_cnn"
+
+
+def test_bench_search_quick(cache_dir, capsys):
+    result = bench_search.main(["--quick", "--cache-dir", str(cache_dir)])
+    assert result["search_s"] > 0 and 0 <= result["overhead"] < 1 and 0 <= result["search_overhead"] < 1
+    assert "env overhead" in capsys.readouterr().out
+
+
+def test_choose_bit_widths_quick(cache_dir, capsys):
+    table = choose_bit_widths.main(["--quick", "--cache-dir", str(cache_dir)])
+    assert len(table) == len(choose_bit_widths.CANDIDATE_SETS)
+    assert all(0 < val <= 1 and 0 < test <= 1 for val, test in table.values())
