@@ -113,6 +113,7 @@ class SearchCallback(BaseCallback):
             )
 
     def _on_training_end(self) -> None:
-        self._log_best_figure(max(self.record.episodes - 1, 0))
+        if self.record.episodes % self.checkpoint_every:  # a checkpoint just logged it otherwise
+            self._log_best_figure(max(self.record.episodes - 1, 0))
         self._writer.close()
         self._bar.close()

@@ -18,7 +18,7 @@ from typing import Any
 from agents.callbacks import SearchCallback
 from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
-from agents.warm_start import warm_start
+from agents.warm_start import evaluate_candidate, warm_start
 from cwhawq.baselines import run_method
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
@@ -57,7 +57,8 @@ class SearchRun:
         env: the environment (default: channel granularity on `problem`).
         start_from: a policy bundle to fine-tune instead of a fresh agent: no warm-up, exploration restarts at
             `settings.agent.noise_sigma`, and the bundle's own deterministic output is the first episode, so the
-            result is never worse (on validation) than applying the policy zero-shot.
+            result is never worse (on validation) than applying the policy zero-shot. With a warm-start baseline
+            set, its assignment on this problem is evaluated too (one evaluation), as in a fresh search.
     """
 
     def __init__(
@@ -118,7 +119,10 @@ class SearchRun:
         )
         info = rollout(self.model, self.env)
         self._unlogged = [(info, REWARD_SCALE * (info["val_accuracy"] - info["fp_val_accuracy"]))]
-        self.record.add(*self._unlogged[0])
+        if agent.warm_start:
+            self._unlogged.append(evaluate_candidate(self.problem, run_method(self.problem, agent.warm_start)))
+        for outcome in self._unlogged:
+            self.record.add(*outcome)
         self.save_best()
 
     def save_best(self) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from agents.ddpg import HaqDDPG
-from cwhawq.problem import Assignment
+from cwhawq.problem import Assignment, QuantProblem
 from envs.channel_bits_env import REWARD_SCALE, ChannelBitsEnv
 
 #: Regression targets are kept inside tanh's reach.
@@ -39,22 +39,26 @@ def clone_actions(model: HaqDDPG, observations: np.ndarray, actions: np.ndarray,
     return loss.item()
 
 
-def warm_start(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> list[tuple[dict[str, Any], float]]:
-    """Evaluate `assignment`, play its shares as an episode into the replay buffer, and clone it into the actor.
-
-    Returns (terminal info, reward) of both evaluations, for the search record.
-    """
-    problem = env.problem
+def evaluate_candidate(problem: QuantProblem, assignment: Assignment) -> tuple[dict[str, Any], float]:
+    """Evaluate an assignment as the search would an episode: (terminal-info-like dict, reward)."""
     size = problem.size_bits(assignment)
     accuracy = problem.evaluate(assignment)
-    exact = {
+    info = {
         "assignment": assignment,
         "size_bits": size,
         "avg_bits": size / problem.n_weights,
         "val_accuracy": accuracy,
         "fp_val_accuracy": problem.fp_val_accuracy,
     }
-    outcomes = [(exact, REWARD_SCALE * (accuracy - problem.fp_val_accuracy))]
+    return info, REWARD_SCALE * (accuracy - problem.fp_val_accuracy)
+
+
+def warm_start(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> list[tuple[dict[str, Any], float]]:
+    """Evaluate `assignment`, play its shares as an episode into the replay buffer, and clone it into the actor.
+
+    Returns (terminal info, reward) of both evaluations, for the search record.
+    """
+    outcomes = [evaluate_candidate(env.problem, assignment)]
     actions = env.actions_for(assignment)
     observations = []
     obs, _ = env.reset()

@@ -7,7 +7,8 @@ For each budget and seed: a search on the source model (the main benchmark's epi
 target it is applied zero-shot (one deterministic rollout) and fine-tuned for a third of those episodes. The table
 sets these beside the target's from-scratch channel-wise DDPG, uniform and greedy rows from the main benchmark's
 `results.jsonl` (run `scripts/benchmark.py` first with the same --out). Test accuracy is measured once per run on
-the held-out split. Rows are appended to `transfer.jsonl` as they finish; an interrupted run resumes.
+the held-out split. Rows are appended to `transfer.jsonl` as they finish; an interrupted run resumes. Policies and
+fine-tune runs (large: replay buffers, TensorBoard) go to `--work`, outside docs/.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from envs.channel_bits_env import ChannelBitsEnv
 REFERENCE_METHODS = ("uniform", "greedy-channel", "ddpg-channel")
 
 
-def source_policy(source: QuantProblem, budget: float, seed: int, episodes: int, out: Path) -> Path:
+def source_policy(source: QuantProblem, budget: float, seed: int, episodes: int, work: Path) -> Path:
     """Train (or reuse) the source model's policy for one budget and seed; return its bundle path."""
-    run_dir = out / "transfer_policies" / f"{budget}_s{seed}"
+    run_dir = work / "policies" / f"{budget}_s{seed}"
     if not (run_dir / "result.json").is_file():
         settings = SearchSettings(problem=ProblemSettings(budget_bits=budget), episodes=episodes, seed=seed,
                                   out=str(run_dir), progress=False, resume=(run_dir / "state.json").is_file())  # fmt: skip
@@ -46,7 +47,7 @@ def source_policy(source: QuantProblem, budget: float, seed: int, episodes: int,
 
 
 def transfer_rows(
-    target: QuantProblem, policy: Path, model: str, budget: float, seed: int, episodes: int, out: Path
+    target: QuantProblem, policy: Path, model: str, budget: float, seed: int, episodes: int, work: Path
 ) -> list[dict[str, Any]]:
     """Zero-shot and fine-tuned results of `policy` on the target problem."""
     rows = []
@@ -56,7 +57,7 @@ def transfer_rows(
     zero_shot = rollout(agent, env)["assignment"]
     rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
     start = time.perf_counter()
-    run_dir = out / "transfer_runs" / f"{model}_{budget}_s{seed}"
+    run_dir = work / "runs" / f"{model}_{budget}_s{seed}"
     settings = SearchSettings(problem=ProblemSettings(budget_bits=budget), episodes=episodes, seed=seed,
                               out=str(run_dir), progress=False)  # fmt: skip
     result = SearchRun(target, settings, start_from=policy).run()
@@ -114,12 +115,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmark"))
     parser.add_argument("--markdown", type=Path, help="default docs/BENCHMARKS.md, or OUT/BENCHMARKS.md with --out")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
+    parser.add_argument("--work", type=Path, help="policies and runs (default runs/transfer, or OUT/work with --out)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
         args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 6
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"
     markdown = args.markdown or default_out
+    work = args.work or (Path("runs/transfer") if args.out == Path("docs/benchmark") else args.out / "work")
     args.out.mkdir(parents=True, exist_ok=True)
     raw = args.out / "transfer.jsonl"
     rows = load_rows(raw)
@@ -134,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return problems[(model, budget)]
 
     for budget, seed, target in tqdm(jobs, desc="transfer", unit="run"):
-        policy = source_policy(problem(args.source, budget), budget, seed, args.episodes, args.out)
-        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, args.out)
+        policy = source_policy(problem(args.source, budget), budget, seed, args.episodes, work)
+        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work)
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new

@@ -53,7 +53,7 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     )
     assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
     assert all(row["within_budget"] for row in rows)
-    assert rows[1]["evaluations"] == 3
+    assert rows[1]["evaluations"] == 3  # the fine-tune episodes, its zero-shot and warm-start candidates among them
     text = (out / "BENCHMARKS.md").read_text()
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
     assert "<!-- benchmark:start -->" in text  # the method comparison is kept
