@@ -18,8 +18,7 @@ from typing import Any
 from agents.callbacks import SearchCallback
 from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
-from agents.warm_start import evaluate_candidate, warm_start
-from cwhawq.baselines import run_method
+from agents.warm_start import evaluate_baselines, warm_start
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
@@ -57,8 +56,8 @@ class SearchRun:
         env: the environment (default: channel granularity on `problem`).
         start_from: a policy bundle to fine-tune instead of a fresh agent: no warm-up, exploration restarts at
             `settings.agent.noise_sigma`, and the bundle's own deterministic output is the first episode, so the
-            result is never worse (on validation) than applying the policy zero-shot. With a warm-start baseline
-            set, its assignment on this problem is evaluated too (one evaluation), as in a fresh search.
+            result is never worse (on validation) than applying the policy zero-shot. With a warm start set, the
+            baselines it names are evaluated on this problem too (one evaluation each), as in a fresh search.
     """
 
     def __init__(
@@ -99,8 +98,7 @@ class SearchRun:
                     self.env, settings.agent, self.env.n_steps, settings.seed, tensorboard_log=str(self.out / "tb")
                 )
                 if settings.agent.warm_start:
-                    baseline = run_method(problem, settings.agent.warm_start)
-                    self._unlogged = warm_start(self.model, self.env, baseline)
+                    self._unlogged = warm_start(self.model, self.env, settings.agent.warm_start)
                     for info, reward in self._unlogged:
                         self.record.add(info, reward)
                     self.save_best()
@@ -120,7 +118,7 @@ class SearchRun:
         info = rollout(self.model, self.env)
         self._unlogged = [(info, REWARD_SCALE * (info["val_accuracy"] - info["fp_val_accuracy"]))]
         if agent.warm_start:
-            self._unlogged.append(evaluate_candidate(self.problem, run_method(self.problem, agent.warm_start)))
+            self._unlogged += evaluate_baselines(self.problem, agent.warm_start)
         for outcome in self._unlogged:
             self.record.add(*outcome)
         self.save_best()

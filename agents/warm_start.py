@@ -1,10 +1,11 @@
 """Warm start: begin the search from a baseline's solution instead of from a random policy.
 
-The baseline assignment (by default the channel-wise greedy knapsack on the Hessian-weighted perturbation) is
-evaluated as it is (one evaluation: the baseline chooses channels by perturbation, which can beat trace order),
-then turned into the environment's actions (its shares per bit-width, channels in trace order), played as an
-episode, stored in the replay buffer, and cloned into the actor by a short regression, so that exploration
-starts around it. Both count as evaluations of the search, which keeps the best assignment it measures.
+The start is a baseline's assignment: a named one, or by default ("best") every deterministic baseline, each
+evaluated as it is (one evaluation each), the best on validation taken. Baselines choose channels by perturbation,
+which can beat trace order, and no single one is best everywhere (docs/BENCHMARKS.md). The start is then turned
+into the environment's actions (its shares per bit-width, channels in trace order), played as an episode, stored
+in the replay buffer, and cloned into the actor by a short regression, so that exploration starts around it.
+All of these count as evaluations of the search, which keeps the best assignment it measures.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import numpy as np
 import torch
 
 from agents.ddpg import HaqDDPG
+from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
 from cwhawq.problem import Assignment, QuantProblem
 from envs.channel_bits_env import REWARD_SCALE, ChannelBitsEnv
 
+#: `warm_start` value that evaluates every deterministic baseline and starts from the best on validation.
+BEST = "best"
 #: Regression targets are kept inside tanh's reach.
 TARGET_LIMIT = 0.98
 
@@ -53,12 +57,20 @@ def evaluate_candidate(problem: QuantProblem, assignment: Assignment) -> tuple[d
     return info, REWARD_SCALE * (accuracy - problem.fp_val_accuracy)
 
 
-def warm_start(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> list[tuple[dict[str, Any], float]]:
-    """Evaluate `assignment`, play its shares as an episode into the replay buffer, and clone it into the actor.
+def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[tuple[dict[str, Any], float]]:
+    """Evaluate the named baseline, or every deterministic baseline for "best"; (info, reward) of each."""
+    names = list(DETERMINISTIC_METHODS) if warm_start == BEST else [warm_start]
+    return [evaluate_candidate(problem, run_method(problem, name)) for name in names]
 
-    Returns (terminal info, reward) of both evaluations, for the search record.
+
+def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str) -> list[tuple[dict[str, Any], float]]:
+    """Evaluate the baseline(s) named by `start`, play the best one's shares as an episode into the replay buffer,
+    and clone it into the actor.
+
+    Returns (terminal info, reward) of every evaluation, for the search record.
     """
-    outcomes = [evaluate_candidate(env.problem, assignment)]
+    outcomes = evaluate_baselines(env.problem, start)
+    assignment = max(outcomes, key=lambda outcome: outcome[0]["val_accuracy"])[0]["assignment"]
     actions = env.actions_for(assignment)
     observations = []
     obs, _ = env.reset()

@@ -176,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--warm-start",
         default=AgentSettings.warm_start,
-        choices=[*DETERMINISTIC_METHODS, "none"],
-        help="baseline whose solution starts the search ('none': HAQ's random warm-up)",
+        choices=["best", *DETERMINISTIC_METHODS, "none"],
+        help="'best' (default): start from the best baseline on validation; a baseline name: start from it; "
+        "'none': HAQ's random warm-up",
     )
     group.add_argument("--out", help="output directory (default runs/search_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the search saved in --out")

@@ -24,8 +24,9 @@ class TraceSettings:
 class AgentSettings:
     """DDPG hyper-parameters; defaults follow HAQ where stable-baselines3 allows (see agents/ddpg.py).
 
-    `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search (agents/warm_start.py);
-    None keeps HAQ's uniform random warm-up.
+    `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search, or "best": every
+    deterministic baseline is evaluated and the best on validation starts it (agents/warm_start.py); None keeps
+    HAQ's uniform random warm-up.
     """
 
     warmup_episodes: int = 20
@@ -38,7 +39,7 @@ class AgentSettings:
     batch_size: int = 64
     buffer_size: int = 20_000
     net_arch: tuple[int, ...] = (300, 300)
-    warm_start: str | None = "greedy-channel"
+    warm_start: str | None = "best"
 
 
 @dataclass

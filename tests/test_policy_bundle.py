@@ -68,7 +68,7 @@ def test_missing_or_foreign_file_is_refused(tmp_path):
         read_metadata(tmp_path / "x.zip")
 
 
-@pytest.mark.parametrize("finetune", [0, 3])
+@pytest.mark.parametrize("finetune", [0, 8])
 def test_apply_on_another_architecture(capsys, cache_dir, trained_policy, tmp_path, finetune):
     path, _ = trained_policy
     out = tmp_path / "applied"

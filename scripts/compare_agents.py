@@ -1,0 +1,99 @@
+"""Tables of the agent and fine-tune variants in docs/BENCHMARKS.md ("Agent changes"), from the raw rows.
+
+    python scripts/compare_agents.py
+
+Each variant is a `results.jsonl` written by `scripts/benchmark.py` (see VARIANTS for the command of each); the
+table shows the channel-wise DDPG's test accuracy (mean ± std over seeds) per model and budget, with random
+search and the best deterministic baseline of the main benchmark beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmark import DETERMINISTIC_METHODS, load_rows
+
+#: name -> (raw rows, command that produced them, method rows to take)
+VARIANTS: dict[str, tuple[str, str, str]] = {
+    "no warm start (HAQ's random warm-up)": (
+        "docs/benchmark/no_warm_start/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --warm-start none --out docs/benchmark/no_warm_start",
+        "ddpg-channel",
+    ),
+    "warm start: greedy-channel": (
+        "docs/benchmark/greedy_warm_start/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --warm-start greedy-channel --out docs/benchmark/greedy_warm_start"
+        " (the rows were measured at commit 19195df, when greedy-channel was the default)",
+        "ddpg-channel",
+    ),
+    "warm start: best baseline (default)": (
+        "docs/benchmark/results.jsonl",
+        "python scripts/benchmark.py",
+        "ddpg-channel",
+    ),
+    "random search": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "random"),
+}
+
+#: Fine-tune variants of the transfer benchmark (policy-finetune rows), same layout.
+FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
+    "fine-tune, no floor": (
+        "docs/benchmark/transfer_without_floor.jsonl",
+        "git checkout f2d5fb1 && python scripts/benchmark_transfer.py (before a fine-tune evaluated any baseline)",
+        "policy-finetune",
+    ),
+    "fine-tune + greedy floor": (
+        "docs/benchmark/transfer_greedy_floor.jsonl",
+        "git checkout 8596748 && python scripts/benchmark_transfer.py (greedy-channel warm start and floor)",
+        "policy-finetune",
+    ),
+    "fine-tune + best-baseline floor (default)": (
+        "docs/benchmark/transfer.jsonl",
+        "python scripts/benchmark_transfer.py",
+        "policy-finetune",
+    ),
+    "zero-shot": ("docs/benchmark/transfer.jsonl", "python scripts/benchmark_transfer.py", "policy-zero-shot"),
+    "from scratch (300 evals)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),
+}
+
+
+def cell(rows: list[dict], model: str, budget: float, method: str) -> str:
+    """'mean ± std' of test accuracy in %, or '-'."""
+    tests = [100 * r["test_accuracy"] for r in rows if (r["model"], r["budget"], r["method"]) == (model, budget, method)]
+    if not tests:
+        return "-"
+    return f"{statistics.mean(tests):.2f} ± {statistics.stdev(tests) if len(tests) > 1 else 0.0:.2f}"
+
+
+def variant_table(variants: dict[str, tuple[str, str, str]], root: Path) -> str:
+    """One row per model and budget found in the first variant's rows, one column per variant."""
+    loaded = {name: (load_rows(root / path), method) for name, (path, _, method) in variants.items()}
+    first_rows, first_method = next(iter(loaded.values()))
+    keys = sorted({(r["model"], r["budget"]) for r in first_rows if r["method"] == first_method})
+    lines = ["| model | budget | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
+    for model, budget in keys:
+        lines.append(f"| {model} | {budget} | " + " | ".join(cell(rows, model, budget, m) for rows, m in loaded.values()) + " |")
+    lines += ["", "Commands:"] + [f"- {name}: `{command}`" for name, (_, command, _) in variants.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Print (and return) both Markdown tables: agent variants (with the best baseline), fine-tune variants."""
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    agents = variant_table(VARIANTS, root)
+    main_rows = load_rows(root / VARIANTS["random search"][0])
+    best_lines = ["", "Best deterministic baseline on validation, test accuracy:", ""]
+    for model, budget in sorted({(r["model"], r["budget"]) for r in main_rows}):
+        here = [r for r in main_rows if (r["model"], r["budget"]) == (model, budget) and r["method"] in DETERMINISTIC_METHODS]
+        best = max(here, key=lambda r: r["val_accuracy"])
+        best_lines.append(f"- {model} {budget}: {100 * best['test_accuracy']:.2f} ({best['method']})")
+    text = "\n".join([agents, *best_lines, "", variant_table(FINE_TUNE_VARIANTS, root)])
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
