@@ -24,17 +24,22 @@ from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
 from cwhawq.settings import SearchSettings
 from cwhawq.tracking import SearchRecord, write_json_atomic
-from envs.channel_bits_env import REWARD_SCALE, ChannelBitsEnv
+from envs.channel_bits_env import ChannelBitsEnv
 
 
 def rollout(model: HaqDDPG, env: ChannelBitsEnv) -> dict[str, Any]:
     """One deterministic episode of the policy; returns the terminal info (assignment, size, accuracy)."""
+    return rollout_with_reward(model, env)[0]
+
+
+def rollout_with_reward(model: HaqDDPG, env: ChannelBitsEnv) -> tuple[dict[str, Any], float]:
+    """One deterministic episode of the policy; returns its terminal (info, reward)."""
     obs, _ = env.reset()
     while True:
         action, _ = model.predict(obs, deterministic=True)
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
         if terminated or truncated:
-            return info
+            return info, float(reward)
 
 
 def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any]:
@@ -115,8 +120,7 @@ class SearchRun:
         self.model.action_noise = DecayingNormalNoise(
             self.env.action_space.shape[0], agent.noise_sigma, agent.noise_decay, 0, seed=self.settings.seed
         )
-        info = rollout(self.model, self.env)
-        self._unlogged = [(info, REWARD_SCALE * (info["val_accuracy"] - info["fp_val_accuracy"]))]
+        self._unlogged = [rollout_with_reward(self.model, self.env)]
         if agent.warm_start:
             self._unlogged += evaluate_baselines(self.problem, agent.warm_start)
         for outcome in self._unlogged:

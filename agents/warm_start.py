@@ -17,8 +17,8 @@ import torch
 
 from agents.ddpg import HaqDDPG
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
-from cwhawq.problem import Assignment, QuantProblem
-from envs.channel_bits_env import REWARD_SCALE, ChannelBitsEnv
+from cwhawq.problem import QuantProblem
+from envs.channel_bits_env import ChannelBitsEnv, evaluate_outcome
 
 #: `warm_start` value that evaluates every deterministic baseline and starts from the best on validation.
 BEST = "best"
@@ -43,24 +43,10 @@ def clone_actions(model: HaqDDPG, observations: np.ndarray, actions: np.ndarray,
     return loss.item()
 
 
-def evaluate_candidate(problem: QuantProblem, assignment: Assignment) -> tuple[dict[str, Any], float]:
-    """Evaluate an assignment as the search would an episode: (terminal-info-like dict, reward)."""
-    size = problem.size_bits(assignment)
-    accuracy = problem.evaluate(assignment)
-    info = {
-        "assignment": assignment,
-        "size_bits": size,
-        "avg_bits": size / problem.n_weights,
-        "val_accuracy": accuracy,
-        "fp_val_accuracy": problem.fp_val_accuracy,
-    }
-    return info, REWARD_SCALE * (accuracy - problem.fp_val_accuracy)
-
-
 def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[tuple[dict[str, Any], float]]:
     """Evaluate the named baseline, or every deterministic baseline for "best"; (info, reward) of each."""
     names = list(DETERMINISTIC_METHODS) if warm_start == BEST else [warm_start]
-    return [evaluate_candidate(problem, run_method(problem, name)) for name in names]
+    return [evaluate_outcome(problem, run_method(problem, name)) for name in names]
 
 
 def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str) -> list[tuple[dict[str, Any], float]]:

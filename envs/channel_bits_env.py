@@ -142,15 +142,26 @@ class ChannelBitsEnv(gym.Env):
         return actions
 
     def _finish(self) -> tuple[float, bool, bool, dict[str, Any]]:
-        assignment = self._assignment
-        val_accuracy = self.problem.evaluate(assignment)
-        reward = REWARD_SCALE * (val_accuracy - self.problem.fp_val_accuracy)
-        info = {
-            "assignment": {name: bits.copy() for name, bits in assignment.items()},
-            "size_bits": self._spent,
-            "budget_bits": self.problem.budget.total_bits,
-            "avg_bits": self._spent / self.problem.n_weights,
-            "val_accuracy": val_accuracy,
-            "fp_val_accuracy": self.problem.fp_val_accuracy,
-        }
-        return float(reward), True, False, info
+        info, reward = evaluate_outcome(self.problem, self._assignment, size_bits=self._spent)
+        return reward, True, False, info
+
+
+def evaluate_outcome(
+    problem: QuantProblem, assignment: Assignment, size_bits: int | None = None
+) -> tuple[dict[str, Any], float]:
+    """Evaluate a complete assignment on validation: the terminal step's (info, reward).
+
+    Also used for assignments that do not come from an episode (warm-start baselines), so that they are recorded
+    exactly like episodes. `size_bits` is the assignment's storage when the caller already knows it.
+    """
+    size = problem.size_bits(assignment) if size_bits is None else size_bits
+    val_accuracy = problem.evaluate(assignment)
+    info = {
+        "assignment": {name: np.asarray(bits).copy() for name, bits in assignment.items()},
+        "size_bits": size,
+        "budget_bits": problem.budget.total_bits,
+        "avg_bits": size / problem.n_weights,
+        "val_accuracy": val_accuracy,
+        "fp_val_accuracy": problem.fp_val_accuracy,
+    }
+    return info, REWARD_SCALE * (val_accuracy - problem.fp_val_accuracy)
