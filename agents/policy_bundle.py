@@ -1,8 +1,8 @@
 """A policy bundle: stable-baselines3's `policy.zip` with cwhawq's metadata stored inside the same zip.
 
 The metadata (`cwhawq.json` in the archive; stable-baselines3 ignores unknown members) records what a policy
-needs to be reused safely: candidate bit-widths, granularity, observation version and size, the settings it was
-trained with, and the model and budget it was trained on. Loading refuses a bundle that does not fit the
+needs to be reused safely: candidate bit-widths, granularity and action parameterisation, observation version and
+size, the settings it was trained with, and the model and budget it was trained on. Loading refuses a bundle that does not fit the
 environment with a one-line error saying what differs.
 """
 
@@ -29,6 +29,7 @@ def env_signature(env: ChannelBitsEnv) -> dict[str, Any]:
         "observation_version": OBSERVATION_VERSION,
         "bit_widths": [int(b) for b in env.bit_widths],
         "granularity": env.granularity,
+        "action": env.action,
         "observation_size": int(env.observation_space.shape[0]),
         "action_size": int(env.action_space.shape[0]),
     }
@@ -55,7 +56,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def load_bundle(path: Path, env: ChannelBitsEnv) -> tuple[HaqDDPG, dict[str, Any]]:
-    """Load a bundle for `env`, refusing it if its bit-widths, granularity or observation differ."""
+    """Load a bundle for `env`, refusing it if its bit-widths, granularity, action or observation differ."""
     metadata = read_metadata(path)
     expected = env_signature(env)
     for key, value in expected.items():

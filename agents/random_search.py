@@ -14,10 +14,18 @@ from envs.channel_bits_env import ChannelBitsEnv
 
 
 def random_search(
-    problem: QuantProblem, evaluations: int, seed: int, granularity: str = "channel", progress: bool = False
+    problem: QuantProblem,
+    evaluations: int,
+    seed: int,
+    granularity: str = "channel",
+    action: str = "level",
+    progress: bool = False,
 ) -> SearchRecord:
-    """Evaluate `evaluations` uniformly random episodes; the record keeps the best assignment."""
-    env = ChannelBitsEnv(problem, granularity=granularity)
+    """Evaluate `evaluations` uniformly random episodes; the record keeps the best assignment.
+
+    `granularity` and `action` define the environment's action space, as for the agent it is compared with.
+    """
+    env = ChannelBitsEnv(problem, granularity=granularity, action=action)
     env.action_space.seed(seed)
     record = SearchRecord()
     for _ in tqdm(range(evaluations), desc="random search", unit="ep", disable=not progress):

@@ -58,7 +58,7 @@ class SearchRun:
     Args:
         problem: what to quantize.
         settings: the run's settings; `settings.resume` continues the search saved in `settings.out`.
-        env: the environment (default: channel granularity on `problem`).
+        env: the environment (default: channel granularity on `problem`, with `settings.agent.action`).
         start_from: a policy bundle to fine-tune instead of a fresh agent: no warm-up, exploration restarts at
             `settings.agent.noise_sigma`, and the bundle's own deterministic output is the first episode, so the
             result is never worse (on validation) than applying the policy zero-shot. With a warm start set, the
@@ -76,7 +76,7 @@ class SearchRun:
         self.settings = settings
         self._unlogged: list[tuple[dict[str, Any], float]] = []
         self.out = settings.out_dir
-        self.env = env if env is not None else ChannelBitsEnv(problem)
+        self.env = env if env is not None else ChannelBitsEnv(problem, action=settings.agent.action)
         state_path = self.out / "state.json"
         if settings.resume:
             if not state_path.is_file():

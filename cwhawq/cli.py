@@ -3,7 +3,8 @@
 
 `scripts/train_agent.py` and `scripts/apply_policy.py` are the same as `cwhawq search` and `cwhawq apply`.
 
-Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2.
+Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2. Ctrl-C
+ends with status 130; an interrupted search writes its result first.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _search(args: argparse.Namespace) -> None:
             warmup_episodes=args.warmup_episodes,
             noise_sigma=args.noise_sigma,
             warm_start=None if args.warm_start == "none" else args.warm_start,
+            action=args.action,
         ),
         episodes=args.episodes,
         seed=args.seed,
@@ -97,10 +99,19 @@ def _search(args: argparse.Namespace) -> None:
     result = SearchRun(problem, settings).run()
     print(format_summary(result))
     print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir / 'tb'}")
+    _exit_if_interrupted(result)
+
+
+def _exit_if_interrupted(result: dict, resumable: bool = True) -> None:
+    """An interrupted search has written its best result; still end with the interrupted status (130)."""
+    if result.get("search", {}).get("interrupted"):
+        hint = ": rerun with --resume to continue" if resumable else ""
+        print(f"search interrupted; result.json holds the best assignment found so far{hint}", file=sys.stderr)
+        raise KeyboardInterrupt
 
 
 def _apply(args: argparse.Namespace) -> None:
-    from agents.policy_bundle import load_bundle
+    from agents.policy_bundle import load_bundle, read_metadata
     from agents.search import SearchRun, rollout
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary
@@ -108,8 +119,11 @@ def _apply(args: argparse.Namespace) -> None:
     from envs.channel_bits_env import ChannelBitsEnv
 
     problem_cfg = problem_settings(args)
+    # The environment takes the policy's own action parameterisation; other mismatches are refused on load.
+    action = read_metadata(args.policy).get("action", AgentSettings.action)
     settings = SearchSettings(
         problem=problem_cfg,
+        agent=AgentSettings(action=action),
         episodes=args.finetune_episodes,
         seed=args.seed,
         out=args.out or _default_out(problem_cfg, "apply"),
@@ -119,7 +133,7 @@ def _apply(args: argparse.Namespace) -> None:
     if args.finetune_episodes > 0:
         result = SearchRun(problem, settings, start_from=args.policy).run()
     else:
-        env = ChannelBitsEnv(problem)
+        env = ChannelBitsEnv(problem, action=action)
         model, metadata = load_bundle(args.policy, env)
         info = rollout(model, env)
         result = build_result(
@@ -133,6 +147,7 @@ def _apply(args: argparse.Namespace) -> None:
         write_json_atomic(settings.out_dir / "result.json", result)
     print(format_summary(result))
     print(f"wrote {settings.out_dir / 'result.json'}")
+    _exit_if_interrupted(result, resumable=False)
 
 
 def _baseline(args: argparse.Namespace) -> None:
@@ -179,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["best", *DETERMINISTIC_METHODS, "none"],
         help="'best' (default): start from the best baseline on validation; a baseline name: start from it; "
         "'none': HAQ's random warm-up",
+    )
+    group.add_argument(
+        "--action",
+        default=AgentSettings.action,
+        choices=["level", "shares"],
+        help="'level' (default): one fractional bit-width level per layer, split over two neighbouring widths; "
+        "'shares': one share of the layer's channels per candidate bit-width",
     )
     group.add_argument("--out", help="output directory (default runs/search_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the search saved in --out")

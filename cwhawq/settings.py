@@ -26,7 +26,9 @@ class AgentSettings:
 
     `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search, or "best": every
     deterministic baseline is evaluated and the best on validation starts it (agents/warm_start.py); None keeps
-    HAQ's uniform random warm-up.
+    HAQ's uniform random warm-up. `action` is the channel-granularity action parameterisation of the
+    environment: "level" (one scalar per layer) or "shares" (one share per bit-width); see
+    `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
     """
 
     warmup_episodes: int = 20
@@ -40,6 +42,7 @@ class AgentSettings:
     buffer_size: int = 20_000
     net_arch: tuple[int, ...] = (300, 300)
     warm_start: str | None = "best"
+    action: str = "level"
 
 
 @dataclass

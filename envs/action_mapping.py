@@ -29,6 +29,35 @@ def action_to_ratios(action: np.ndarray) -> np.ndarray:
     return weights / total
 
 
+def level_action_to_ratios(action: np.ndarray, n_bit_widths: int) -> np.ndarray:
+    """Map a scalar action in [-1, 1] to a fractional position on the bit-width ladder, split over two neighbours.
+
+    The position ``p = (a + 1) / 2 * (K - 1)`` puts a share ``1 - frac(p)`` of the channels at width
+    ``floor(p)`` and ``frac(p)`` at the next one up: the ends of the interval are all-lowest and all-highest,
+    whole positions are one width for the layer (HAQ's layer-wise choice), and the rest mixes two neighbouring
+    widths channel by channel.
+    """
+    ratios = np.zeros(n_bit_widths)
+    if n_bit_widths == 1:
+        ratios[0] = 1.0
+        return ratios
+    position = (float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0)) + 1.0) / 2.0 * (n_bit_widths - 1)
+    lower = min(int(position), n_bit_widths - 2)
+    ratios[lower] = lower + 1 - position
+    ratios[lower + 1] = position - lower
+    return ratios
+
+
+def level_action_for(counts: np.ndarray) -> np.ndarray:
+    """The level action whose ratios are `counts` (channels per bit-width) when they use at most two neighbouring
+    widths: the channels' mean position on the ladder. Otherwise the nearest level with the same mean position."""
+    counts = np.asarray(counts, dtype=np.float64)
+    steps = len(counts) - 1
+    if steps == 0:
+        return np.zeros(1, dtype=np.float32)
+    return np.array([2.0 * (counts @ np.arange(steps + 1)) / (counts.sum() * steps) - 1.0], dtype=np.float32)
+
+
 def layer_action_to_ratios(action: np.ndarray, n_bit_widths: int) -> np.ndarray:
     """Map a scalar action in [-1, 1] to a one-hot ratio vector with HAQ's equal-width intervals."""
     position = (float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0)) + 1.0) / 2.0

@@ -18,10 +18,19 @@ from gymnasium import spaces
 from cwhawq.allocation import place_bits, trace_order
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings
-from envs.action_mapping import action_to_ratios, fit_counts, fit_uniform, layer_action_to_ratios
+from envs.action_mapping import (
+    action_to_ratios,
+    fit_counts,
+    fit_uniform,
+    layer_action_to_ratios,
+    level_action_for,
+    level_action_to_ratios,
+)
 from envs.observation import OBS_LIMIT, observation, observation_size, static_features
 
 GRANULARITIES = ("channel", "layer")
+#: Channel-granularity action parameterisations (see `envs.action_mapping`).
+ACTIONS = ("level", "shares")
 REWARD_SCALE = 10.0
 
 
@@ -32,8 +41,10 @@ class ChannelBitsEnv(gym.Env):
         problem: the model, traces, budget and evaluator; built from `settings` (default: the digits CNN at 2.5
             average bits) when omitted.
         settings: used only when `problem` is omitted.
-        granularity: "channel" (the action gives shares per bit-width, channels get bits by trace rank) or
-            "layer" (HAQ-style ablation: a scalar action picks one bit-width for the whole layer).
+        granularity: "channel" (the action sets how many channels get each bit-width, channels get bits by
+            trace rank) or "layer" (HAQ-style ablation: a scalar action picks one bit-width for the whole layer).
+        action: how a channel-granularity action sets the counts: "level" (a scalar fractional position on
+            the bit-width ladder, split over two neighbouring widths) or "shares" (one share per bit-width).
     """
 
     metadata = {"render_modes": []}
@@ -43,15 +54,19 @@ class ChannelBitsEnv(gym.Env):
         problem: QuantProblem | None = None,
         settings: ProblemSettings | None = None,
         granularity: str = "channel",
+        action: str = "level",
     ) -> None:
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
         self.problem = problem if problem is not None else build_problem(settings or ProblemSettings())
         self.granularity = granularity
+        self.action = action if granularity == "channel" else "layer"
         self.layers = self.problem.searchable
         widths = np.asarray(self.problem.bit_widths, dtype=np.int64)
         self.bit_widths = widths
-        action_size = len(widths) if granularity == "channel" else 1
+        action_size = len(widths) if self.action == "shares" else 1
         self.action_space = spaces.Box(-1.0, 1.0, (action_size,), dtype=np.float32)
         self.observation_space = spaces.Box(-OBS_LIMIT, OBS_LIMIT, (observation_size(action_size),), np.float32)
 
@@ -103,8 +118,10 @@ class ChannelBitsEnv(gym.Env):
         """Give the current layer's channels their bits; evaluate the model after the last layer."""
         layer = self.layers[self._index]
         action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
-        if self.granularity == "channel":
+        if self.action == "shares":
             ratios, fit = action_to_ratios(action), fit_counts
+        elif self.action == "level":
+            ratios, fit = level_action_to_ratios(action, len(self.bit_widths)), fit_counts
         else:
             ratios, fit = layer_action_to_ratios(action, len(self.bit_widths)), fit_uniform
         left = self._target - self._spent
@@ -127,15 +144,18 @@ class ChannelBitsEnv(gym.Env):
     def actions_for(self, assignment: Assignment) -> list[np.ndarray]:
         """Actions that reproduce `assignment`'s share of channels at each bit-width, layer by layer.
 
-        Channel granularity: ``2 * r / max(r) - 1`` for the shares r, which `action_to_ratios` maps back to r
-        exactly (which channel gets which bits then follows the trace order). Layer granularity: the centre of
-        the action interval of the layer's most common bit-width.
+        Shares: ``2 * r / max(r) - 1`` for the shares r, which `action_to_ratios` maps back to r exactly (which
+        channel gets which bits then follows the trace order). Level: the channels' mean position on the
+        bit-width ladder, exact when the layer uses at most two neighbouring widths. Layer granularity: the
+        centre of the action interval of the layer's most common bit-width.
         """
         actions = []
         for layer in self.layers:
             counts = (np.asarray(assignment[layer.name])[:, None] == self.bit_widths[None, :]).sum(axis=0)
-            if self.granularity == "channel":
+            if self.action == "shares":
                 action = 2.0 * counts / counts.max() - 1.0
+            elif self.action == "level":
+                action = level_action_for(counts)
             else:
                 action = np.array([2.0 * (int(np.argmax(counts)) + 0.5) / len(self.bit_widths) - 1.0])
             actions.append(action.astype(np.float32))

@@ -64,7 +64,7 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
     if method in DETERMINISTIC_METHODS:
         return run_method(problem, method), {"evaluations": 0}
     if method == "random":
-        record = random_search(problem, config.episodes, seed)
+        record = random_search(problem, config.episodes, seed, action=config.agent.action)
         return record.best_assignment, {"evaluations": config.episodes, "curve": record.best_so_far()}
     granularity = "layer" if method == "ddpg-layer" else "channel"
     agent = config.agent
@@ -80,7 +80,8 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
             out=out,
             progress=False,
         )
-        result = SearchRun(problem, settings, env=ChannelBitsEnv(problem, granularity=granularity)).run()
+        env = ChannelBitsEnv(problem, granularity=granularity, action=agent.action)
+        result = SearchRun(problem, settings, env=env).run()
     search = result["search"]
     assignment = {layer["name"]: layer["bits"] for layer in result["layers"]}
     return assignment, {"evaluations": search["evaluations"], "curve": search["best_val_accuracy_curve"]}
@@ -210,7 +211,8 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
     lines = [
         f"Command: `{config.command}` (raw rows: `{config.out / 'results.jsonl'}`).",
         f"Seeds {list(config.seeds)} for stochastic methods; {config.episodes} quantized evaluations each. "
-        f"DDPG warm start: {config.agent.warm_start or 'none'} (layer-wise DDPG: ilp-layer).",
+        f"DDPG warm start: {config.agent.warm_start or 'none'} (layer-wise DDPG: ilp-layer); "
+        f"channel action (DDPG and random search): {config.agent.action}.",
         "Accuracies in %; test = mean ± std over seeds on the held-out test split; val = the validation accuracy",
         "the method optimised; evals = quantized validation evaluations; time = wall seconds per run (2 CPU cores).",
         "",
@@ -274,10 +276,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/BENCHMARKS.md)")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
     parser.add_argument("--warm-start", default=AgentSettings.warm_start, help="DDPG warm start ('none': random)")
+    parser.add_argument(
+        "--action", default=AgentSettings.action, choices=["level", "shares"], help="channel action parameterisation"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = BenchmarkConfig()
-    config.agent = AgentSettings(warm_start=None if args.warm_start == "none" else args.warm_start)
+    config.agent = AgentSettings(warm_start=None if args.warm_start == "none" else args.warm_start, action=args.action)
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10
         config.agent = dataclasses.replace(config.agent, warmup_episodes=2, batch_size=8)

@@ -18,44 +18,69 @@ from benchmark import DETERMINISTIC_METHODS, load_rows
 
 #: name -> (raw rows, command that produced them, method rows to take)
 VARIANTS: dict[str, tuple[str, str, str]] = {
-    "no warm start (HAQ's random warm-up)": (
+    "shares, no warm start (HAQ's random warm-up)": (
         "docs/benchmark/no_warm_start/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --warm-start none --out docs/benchmark/no_warm_start",
+        "python scripts/benchmark.py --methods ddpg-channel --warm-start none --action shares"
+        " --out docs/benchmark/no_warm_start",
         "ddpg-channel",
     ),
-    "warm start: greedy-channel": (
+    "shares, warm start: greedy-channel": (
         "docs/benchmark/greedy_warm_start/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --warm-start greedy-channel --out docs/benchmark/greedy_warm_start"
-        " (the rows were measured at commit 19195df, when greedy-channel was the default)",
+        "python scripts/benchmark.py --methods ddpg-channel --warm-start greedy-channel --action shares"
+        " --out docs/benchmark/greedy_warm_start (the rows were measured at commit 19195df)",
         "ddpg-channel",
     ),
-    "warm start: best baseline (default)": (
+    "shares, warm start: best baseline": (
+        "docs/benchmark/shares_action/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel random --action shares --out docs/benchmark/shares_action",
+        "ddpg-channel",
+    ),
+    "level, warm start: best baseline (default)": (
         "docs/benchmark/results.jsonl",
         "python scripts/benchmark.py",
         "ddpg-channel",
     ),
-    "random search": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "random"),
+    "random search, shares": (
+        "docs/benchmark/shares_action/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel random --action shares --out docs/benchmark/shares_action",
+        "random",
+    ),
+    "random search, level": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "random"),
 }
 
 #: Fine-tune variants of the transfer benchmark (policy-finetune rows), same layout.
 FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
-    "fine-tune, no floor": (
+    "shares, fine-tune, no floor": (
         "docs/benchmark/transfer_without_floor.jsonl",
         "git checkout f2d5fb1 && python scripts/benchmark_transfer.py (before a fine-tune evaluated any baseline)",
         "policy-finetune",
     ),
-    "fine-tune + greedy floor": (
+    "shares, fine-tune + greedy floor": (
         "docs/benchmark/transfer_greedy_floor.jsonl",
         "git checkout 8596748 && python scripts/benchmark_transfer.py (greedy-channel warm start and floor)",
         "policy-finetune",
     ),
-    "fine-tune + best-baseline floor (default)": (
+    "shares, fine-tune + best-baseline floor": (
+        "docs/benchmark/shares_action/transfer.jsonl",
+        "git checkout e5ca9d5 && python scripts/benchmark_transfer.py (before the level action)",
+        "policy-finetune",
+    ),
+    "level, fine-tune + best-baseline floor (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
-    "zero-shot": ("docs/benchmark/transfer.jsonl", "python scripts/benchmark_transfer.py", "policy-zero-shot"),
-    "from scratch (300 evals)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),
+    "shares, zero-shot": (
+        "docs/benchmark/shares_action/transfer.jsonl",
+        "git checkout e5ca9d5 && python scripts/benchmark_transfer.py (before the level action)",
+        "policy-zero-shot",
+    ),
+    "level, zero-shot (default)": (
+        "docs/benchmark/transfer.jsonl",
+        "python scripts/benchmark_transfer.py",
+        "policy-zero-shot",
+    ),
+    "level, from scratch (300 evals)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),
 }
 
 
@@ -84,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     root = Path(__file__).resolve().parents[1]
     agents = variant_table(VARIANTS, root)
-    main_rows = load_rows(root / VARIANTS["random search"][0])
+    main_rows = load_rows(root / VARIANTS["random search, level"][0])
     best_lines = ["", "Best deterministic baseline on validation, test accuracy:", ""]
     for model, budget in sorted({(r["model"], r["budget"]) for r in main_rows}):
         here = [r for r in main_rows if (r["model"], r["budget"]) == (model, budget) and r["method"] in DETERMINISTIC_METHODS]

@@ -4,7 +4,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.action_mapping import action_to_ratios, fit_counts, fit_uniform, layer_action_to_ratios
+from cwhawq.allocation import hamilton_counts
+from envs.action_mapping import (
+    action_to_ratios,
+    fit_counts,
+    fit_uniform,
+    layer_action_to_ratios,
+    level_action_for,
+    level_action_to_ratios,
+)
 
 WIDTHS = (2, 3, 4, 6, 8)
 
@@ -21,6 +29,33 @@ def test_ratio_corners():
     assert np.allclose(action_to_ratios(np.zeros(4)), 0.25)
     assert np.allclose(layer_action_to_ratios(np.array([-1.0]), 5), [1, 0, 0, 0, 0])
     assert np.allclose(layer_action_to_ratios(np.array([1.0]), 5), [0, 0, 0, 0, 1])
+
+
+@given(st.floats(-3, 3), st.integers(1, 7))
+def test_level_ratios_are_two_neighbours_with_the_asked_mean(action, n_widths):
+    ratios = level_action_to_ratios(np.array([action]), n_widths)
+    assert np.all(ratios >= 0) and np.isclose(ratios.sum(), 1.0)
+    used = np.flatnonzero(ratios)
+    assert len(used) <= 2 and (len(used) < 2 or used[1] == used[0] + 1)
+    if n_widths > 1:
+        expected = (np.clip(action, -1, 1) + 1) / 2 * (n_widths - 1)
+        assert np.isclose(ratios @ np.arange(n_widths), expected)
+
+
+def test_level_corners():
+    assert np.allclose(level_action_to_ratios(np.array([-1.0]), 5), [1, 0, 0, 0, 0])
+    assert np.allclose(level_action_to_ratios(np.array([1.0]), 5), [0, 0, 0, 0, 1])
+    assert np.allclose(level_action_to_ratios(np.array([0.0]), 5), [0, 0, 1, 0, 0])
+    assert np.allclose(level_action_to_ratios(np.array([0.125]), 5), [0, 0, 0.75, 0.25, 0])
+
+
+@given(n=st.integers(1, 300), lower=st.integers(0, 3), upper_share=st.floats(0, 1))
+def test_level_action_for_inverts_neighbouring_counts(n, lower, upper_share):
+    counts = np.zeros(5, dtype=np.int64)
+    counts[lower + 1] = round(upper_share * n)
+    counts[lower] = n - counts[lower + 1]
+    ratios = level_action_to_ratios(level_action_for(counts), 5)
+    assert hamilton_counts(ratios, n).tolist() == counts.tolist()
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,12 +9,13 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
+from cwhawq.baselines import run_method
 from envs.channel_bits_env import ChannelBitsEnv
 
 
-@pytest.fixture(scope="module")
-def env(digits_problem):
-    return ChannelBitsEnv(digits_problem)
+@pytest.fixture(scope="module", params=["level", "shares"])
+def env(digits_problem, request):
+    return ChannelBitsEnv(digits_problem, action=request.param)
 
 
 def run_episode(env, actions):
@@ -52,8 +53,9 @@ def test_layer_granularity_gives_uniform_layers(digits_problem, granularity):
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_budget_holds_and_is_used(env, data):
+    size = env.action_space.shape[0]
     actions = [
-        np.array(data.draw(st.lists(st.floats(-1, 1), min_size=5, max_size=5)), dtype=np.float32)
+        np.array(data.draw(st.lists(st.floats(-1, 1), min_size=size, max_size=size)), dtype=np.float32)
         for _ in range(env.n_steps)
     ]
     reward, info = run_episode(env, actions)
@@ -65,7 +67,7 @@ def test_budget_holds_and_is_used(env, data):
 
 
 def test_channels_get_bits_in_trace_order(env):
-    _, info = run_episode(env, [np.zeros(5, dtype=np.float32)] * env.n_steps)
+    _, info = run_episode(env, [np.zeros(env.action_space.shape, dtype=np.float32)] * env.n_steps)
     for layer in env.layers:
         traces = env.problem.traces.traces[layer.name]
         bits = info["assignment"][layer.name]
@@ -74,9 +76,28 @@ def test_channels_get_bits_in_trace_order(env):
 
 
 def test_seeded_episodes_are_identical(env):
-    actions = [np.full(5, 0.3, dtype=np.float32)] * env.n_steps
+    actions = [np.full(env.action_space.shape, 0.3, dtype=np.float32)] * env.n_steps
     first = run_episode(env, actions)
     second = run_episode(env, actions)
     assert first[0] == second[0]
     for name, bits in first[1]["assignment"].items():
         assert np.array_equal(bits, second[1]["assignment"][name])
+
+
+def test_level_actions_use_two_neighbouring_widths(digits_problem):
+    env = ChannelBitsEnv(digits_problem, action="level")
+    rng = np.random.default_rng(1)
+    _, info = run_episode(env, [rng.uniform(-1, 1, 1).astype(np.float32) for _ in range(env.n_steps)])
+    widths = list(env.bit_widths)
+    # The budget guard may push the last layers further; the first layer is played as asked.
+    first = np.unique(info["assignment"][env.layers[0].name])
+    assert len(first) <= 2 and (len(first) == 1 or widths.index(first[1]) == widths.index(first[0]) + 1)
+
+
+def test_shares_actions_for_reproduce_a_baselines_counts(digits_problem):
+    # The greedy places bits by perturbation; the environment places the same counts in trace order.
+    env = ChannelBitsEnv(digits_problem, action="shares")
+    assignment = run_method(digits_problem, "greedy-channel")
+    _, replayed = run_episode(env, env.actions_for(assignment))
+    for name, bits in assignment.items():
+        assert np.array_equal(np.sort(bits), np.sort(replayed["assignment"][name])), name

@@ -35,6 +35,26 @@ def test_search_end_to_end(capsys, tmp_path, common):
     assert result["totals"]["avg_bits"] <= 2.5
 
 
+def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, common, monkeypatch):
+    from envs.channel_bits_env import ChannelBitsEnv
+
+    original_finish = ChannelBitsEnv._finish
+    finished = []
+
+    def finish_then_interrupt(self):
+        finished.append(original_finish(self))
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+        return finished[-1]
+
+    monkeypatch.setattr(ChannelBitsEnv, "_finish", finish_then_interrupt)
+    out = tmp_path / "out"
+    status, _, err = run_cli(capsys, "search", *common, "--episodes", "20", "--out", str(out), "--quiet")
+    assert status == 130
+    assert "--resume" in err
+    assert json.loads((out / "result.json").read_text())["search"]["interrupted"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

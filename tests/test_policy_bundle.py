@@ -60,6 +60,31 @@ def test_other_observation_version_is_refused(digits_problem, trained_policy, mo
         load_bundle(path, ChannelBitsEnv(digits_problem))
 
 
+def test_other_action_is_refused(digits_problem, trained_policy):
+    path, _ = trained_policy
+    with pytest.raises(CwhawqError, match="action=level but this run has action=shares"):
+        load_bundle(path, ChannelBitsEnv(digits_problem, action="shares"))
+
+
+def test_apply_runs_a_policy_with_its_own_action(capsys, cache_dir, digits_problem, tmp_path):
+    trained = tmp_path / "shares"
+    settings = SearchSettings(
+        problem=small_settings(cache_dir),
+        agent=AgentSettings(warmup_episodes=1, batch_size=4, net_arch=(8,), action="shares"),
+        episodes=2,
+        out=str(trained),
+        progress=False,
+    )
+    SearchRun(digits_problem, settings).run()
+    assert read_metadata(trained / "policy.zip")["action"] == "shares"
+    status = main(
+        ["apply", "--policy", str(trained / "policy.zip"), "--cache-dir", str(cache_dir), "--trace-probes", "4",
+         "--trace-batches", "1", "--out", str(tmp_path / "applied"), "--quiet"]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "applied" / "result.json").read_text())["settings"]["agent"]["action"] == "shares"
+
+
 def test_missing_or_foreign_file_is_refused(tmp_path):
     with pytest.raises(CwhawqError, match="not found"):
         read_metadata(tmp_path / "nope.zip")
