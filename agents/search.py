@@ -18,7 +18,7 @@ from typing import Any
 from agents.callbacks import SearchCallback
 from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
-from agents.warm_start import evaluate_baselines, warm_start
+from agents.warm_start import warm_start
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
@@ -59,10 +59,12 @@ class SearchRun:
         problem: what to quantize.
         settings: the run's settings; `settings.resume` continues the search saved in `settings.out`.
         env: the environment (default: channel granularity on `problem`, with `settings.agent.action`).
-        start_from: a policy bundle to fine-tune instead of a fresh agent: no warm-up, exploration restarts at
-            `settings.agent.noise_sigma`, and the bundle's own deterministic output is the first episode, so the
+        start_from: a policy bundle to fine-tune instead of a fresh agent, on a fresh search's schedule (warm-up
+            episodes explore around the policy before the first update; exploration noise restarts at
+            `settings.agent.noise_sigma`); the bundle's own deterministic output is the first episode, so the
             result is never worse (on validation) than applying the policy zero-shot. With a warm start set, the
-            baselines it names are evaluated on this problem too (one evaluation each), as in a fresh search.
+            baselines it names are evaluated on this problem too (one evaluation each), and the best of them and
+            the policy's own output is cloned into the actor, as in a fresh search.
     """
 
     def __init__(
@@ -116,13 +118,20 @@ class SearchRun:
         self.model, _ = load_bundle(bundle, self.env)
         self.model.set_random_seed(self.settings.seed)
         self.model.tensorboard_log = str(self.out / "tb")
-        self.model.learning_starts = 0
+        # The same schedule as a fresh search: the critic learned on another model, so it first sees
+        # `warmup_episodes` of this one, explored around the policy, before any update.
+        self.model.learning_starts = agent.warmup_episodes * self.env.n_steps
+        self.model.explore_from_policy = True
         self.model.action_noise = DecayingNormalNoise(
-            self.env.action_space.shape[0], agent.noise_sigma, agent.noise_decay, 0, seed=self.settings.seed
+            self.env.action_space.shape[0],
+            agent.noise_sigma,
+            agent.noise_decay,
+            agent.warmup_episodes,
+            seed=self.settings.seed,
         )
         self._unlogged = [rollout_with_reward(self.model, self.env)]
         if agent.warm_start:
-            self._unlogged += evaluate_baselines(self.problem, agent.warm_start)
+            self._unlogged += warm_start(self.model, self.env, agent.warm_start, known=self._unlogged)
         for outcome in self._unlogged:
             self.record.add(*outcome)
         self.save_best()

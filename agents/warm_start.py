@@ -5,11 +5,14 @@ evaluated as it is (one evaluation each), the best on validation taken. Baseline
 which can beat trace order, and no single one is best everywhere (docs/BENCHMARKS.md). The start is then turned
 into the environment's actions (its shares per bit-width, channels in trace order), played as an episode, stored
 in the replay buffer, and cloned into the actor by a short regression, so that exploration starts around it.
-All of these count as evaluations of the search, which keeps the best assignment it measures.
+All of these count as evaluations of the search, which keeps the best assignment it measures. A fine-tune of a
+transferred policy does the same, with the policy's own rollout on the target among the candidates, so that it
+explores around the best start it knows rather than around a policy that may not fit the new model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,13 +52,17 @@ def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[tuple[dic
     return [evaluate_outcome(problem, run_method(problem, name)) for name in names]
 
 
-def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str) -> list[tuple[dict[str, Any], float]]:
-    """Evaluate the baseline(s) named by `start`, play the best one's shares as an episode into the replay buffer,
-    and clone it into the actor.
+def warm_start(
+    model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[tuple[dict[str, Any], float]] = ()
+) -> list[tuple[dict[str, Any], float]]:
+    """Evaluate the baseline(s) named by `start`, play the best of them and of the `known` outcomes (already
+    evaluated, e.g. a transferred policy's own rollout) as an episode into the replay buffer, and clone it into the
+    actor.
 
-    Returns (terminal info, reward) of every evaluation, for the search record.
+    Returns (terminal info, reward) of every new evaluation, for the search record.
     """
-    outcomes = evaluate_baselines(env.problem, start)
+    baselines = evaluate_baselines(env.problem, start)
+    outcomes = [*known, *baselines]
     assignment = max(outcomes, key=lambda outcome: outcome[0]["val_accuracy"])[0]["assignment"]
     actions = env.actions_for(assignment)
     observations = []
@@ -69,4 +76,4 @@ def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str) -> list[tuple[di
         obs = next_obs
     clone_actions(model, np.stack(observations), np.stack(actions))
     model.explore_from_policy = True
-    return [*outcomes, (info, reward)]
+    return [*baselines, (info, reward)]

@@ -36,11 +36,11 @@ from envs.channel_bits_env import ChannelBitsEnv
 REFERENCE_METHODS = ("uniform", "greedy-channel", "ddpg-channel")
 
 
-def source_policy(source: QuantProblem, budget: float, seed: int, episodes: int, work: Path) -> Path:
+def source_policy(source: QuantProblem, model: str, budget: float, seed: int, episodes: int, work: Path) -> Path:
     """Train (or reuse) the source model's policy for one budget and seed; return its bundle path."""
     run_dir = work / "policies" / f"{budget}_s{seed}"
     if not (run_dir / "result.json").is_file():
-        settings = SearchSettings(problem=ProblemSettings(budget_bits=budget), episodes=episodes, seed=seed,
+        settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), episodes=episodes, seed=seed,
                                   out=str(run_dir), progress=False, resume=(run_dir / "state.json").is_file())  # fmt: skip
         SearchRun(source, settings).run()
     return run_dir / "policy.zip"
@@ -58,7 +58,7 @@ def transfer_rows(
     rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
     start = time.perf_counter()
     run_dir = work / "runs" / f"{model}_{budget}_s{seed}"
-    settings = SearchSettings(problem=ProblemSettings(budget_bits=budget), episodes=episodes, seed=seed,
+    settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), episodes=episodes, seed=seed,
                               out=str(run_dir), progress=False)  # fmt: skip
     result = SearchRun(target, settings, start_from=policy).run()
     fine_tuned = {layer["name"]: layer["bits"] for layer in result["layers"]}
@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--markdown", type=Path, help="default docs/BENCHMARKS.md, or OUT/BENCHMARKS.md with --out")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
     parser.add_argument("--work", type=Path, help="policies and runs (default runs/transfer, or OUT/work with --out)")
+    parser.add_argument("--reference", type=Path, help="main benchmark rows to compare with (default OUT/results.jsonl)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
@@ -137,13 +138,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return problems[(model, budget)]
 
     for budget, seed, target in tqdm(jobs, desc="transfer", unit="run"):
-        policy = source_policy(problem(args.source, budget), budget, seed, args.episodes, work)
+        policy = source_policy(problem(args.source, budget), args.source, budget, seed, args.episodes, work)
         new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work)
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new
     command = " ".join(["python scripts/benchmark_transfer.py", *(sys.argv[1:] if argv is None else argv)])
-    section = table(rows, load_rows(args.out / "results.jsonl"), command, args.source)
+    section = table(rows, load_rows(args.reference or args.out / "results.jsonl"), command, args.source)
     write_section(markdown, section, name="transfer", title="Policy transfer")
     print(section)
     return rows

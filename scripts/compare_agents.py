@@ -65,7 +65,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "git checkout e5ca9d5 && python scripts/benchmark_transfer.py (before the level action)",
         "policy-finetune",
     ),
-    "level, fine-tune + best-baseline floor (default)": (
+    "level, fine-tune + floor, exploring from the policy": (
+        "docs/benchmark/transfer_level_policy_start.jsonl",
+        "git checkout e32f4b4 && python scripts/benchmark_transfer.py (no clone of the best start, no warm-up)",
+        "policy-finetune",
+    ),
+    "level, fine-tune from the best start (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
