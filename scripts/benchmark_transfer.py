@@ -40,8 +40,14 @@ def source_policy(source: QuantProblem, model: str, budget: float, seed: int, ep
     """Train (or reuse) the source model's policy for one budget and seed; return its bundle path."""
     run_dir = work / "policies" / f"{budget}_s{seed}"
     if not (run_dir / "result.json").is_file():
-        settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), episodes=episodes, seed=seed,
-                                  out=str(run_dir), progress=False, resume=(run_dir / "state.json").is_file())  # fmt: skip
+        settings = SearchSettings(
+            problem=ProblemSettings(model=model, budget_bits=budget),
+            episodes=episodes,
+            seed=seed,
+            out=str(run_dir),
+            progress=False,
+            resume=(run_dir / "state.json").is_file(),
+        )
         SearchRun(source, settings).run()
     return run_dir / "policy.zip"
 
@@ -116,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--markdown", type=Path, help="default docs/BENCHMARKS.md, or OUT/BENCHMARKS.md with --out")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
     parser.add_argument("--work", type=Path, help="policies and runs (default runs/transfer, or OUT/work with --out)")
-    parser.add_argument("--reference", type=Path, help="main benchmark rows to compare with (default OUT/results.jsonl)")
+    parser.add_argument("--reference", type=Path, help="main benchmark rows to compare (default OUT/results.jsonl)")
+    parser.add_argument("--section", default="transfer", help="name of the Markdown markers to write between")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
@@ -145,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         rows += new
     command = " ".join(["python scripts/benchmark_transfer.py", *(sys.argv[1:] if argv is None else argv)])
     section = table(rows, load_rows(args.reference or args.out / "results.jsonl"), command, args.source)
-    write_section(markdown, section, name="transfer", title="Policy transfer")
+    write_section(markdown, section, name=args.section, title="Policy transfer")
     print(section)
     return rows
 

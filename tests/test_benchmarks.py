@@ -53,7 +53,8 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     )
     assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
     assert all(row["within_budget"] for row in rows)
-    # 10 fine-tune episodes (its zero-shot rollout and the 5 warm-start baselines among them) + the final rollout
+    # 10 fine-tune episodes (its zero-shot rollout, the 5 warm-start baselines and the replayed best start among
+    # them) + the final rollout
     assert rows[1]["evaluations"] == 11
     text = (out / "BENCHMARKS.md").read_text()
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text

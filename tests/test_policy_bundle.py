@@ -131,3 +131,29 @@ def test_zero_shot_rollout_is_deterministic(digits_problem, trained_policy):
     assert first["val_accuracy"] == second["val_accuracy"]
     for name in first["assignment"]:
         np.testing.assert_array_equal(first["assignment"][name], second["assignment"][name])
+
+
+def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy, tmp_path):
+    from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
+
+    path, _ = trained_policy
+    env = ChannelBitsEnv(digits_problem)
+    zero_shot = rollout(load_bundle(path, env)[0], env)["val_accuracy"]
+    baselines = [
+        digits_problem.evaluate(run_method(digits_problem, name), count=False) for name in DETERMINISTIC_METHODS
+    ]
+    settings = SearchSettings(
+        problem=small_settings(tmp_path),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=9,
+        out=str(tmp_path / "ft"),
+        progress=False,
+    )
+    run = SearchRun(digits_problem, settings, start_from=path)
+    # Zero-shot rollout, the baselines, then the best of them replayed as an episode and cloned into the actor.
+    assert run.record.episodes == 1 + len(DETERMINISTIC_METHODS) + 1
+    assert run.record.best_val_accuracy >= max(zero_shot, *baselines)
+    result = run.run()
+    assert result["accuracy"]["quantized_val"] >= max(zero_shot, *baselines)
+    # The first update waits for the warm-up episodes, as in a fresh search.
+    assert run.model.learning_starts == 2 * env.n_steps
