@@ -279,10 +279,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--action", default=AgentSettings.action, choices=["level", "shares"], help="channel action parameterisation"
     )
+    parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
+    parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = BenchmarkConfig()
-    config.agent = AgentSettings(warm_start=None if args.warm_start == "none" else args.warm_start, action=args.action)
+    config.agent = AgentSettings(
+        warm_start=None if args.warm_start == "none" else args.warm_start,
+        action=args.action,
+        noise_sigma=args.noise_sigma,
+        noise_decay=args.noise_decay,
+    )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10
         config.agent = dataclasses.replace(config.agent, warmup_episodes=2, batch_size=8)
