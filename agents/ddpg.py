@@ -51,13 +51,28 @@ class HaqDDPG(DDPG):
     noise instead of uniform random actions: used after a warm start, so that warm-up explores around it.
     """
 
-    def __init__(self, *args: Any, actor_lr_ratio: float = 0.1, explore_from_policy: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        actor_lr_ratio: float = 0.1,
+        explore_from_policy: bool = False,
+        warmup_random_share: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         self.actor_lr_ratio = actor_lr_ratio
         self.explore_from_policy = explore_from_policy
+        self.warmup_random_share = warmup_random_share
         super().__init__(*args, **kwargs)
 
+    def _random_episode(self) -> bool:
+        """Whether the current warm-up episode samples uniformly: `warmup_random_share` of them, evenly spread."""
+        episode, share = self._episode_num, self.warmup_random_share
+        return int((episode + 1) * share) > int(episode * share)
+
     def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1) -> Any:
-        return super()._sample_action(0 if self.explore_from_policy else learning_starts, action_noise, n_envs)
+        if self.explore_from_policy and not self._random_episode():
+            learning_starts = 0
+        return super()._sample_action(learning_starts, action_noise, n_envs)
 
     def _update_learning_rate(self, optimizers: Any) -> None:
         super()._update_learning_rate(optimizers)
@@ -82,6 +97,7 @@ def make_agent(
         env,
         learning_rate=settings.critic_lr,
         actor_lr_ratio=settings.actor_lr / settings.critic_lr,
+        warmup_random_share=settings.warmup_random_share,
         buffer_size=settings.buffer_size,
         learning_starts=settings.warmup_episodes * steps_per_episode,
         batch_size=settings.batch_size,

@@ -42,6 +42,7 @@ class AgentSettings:
     buffer_size: int = 20_000
     net_arch: tuple[int, ...] = (300, 300)
     warm_start: str | None = "best"
+    warmup_random_share: float = 0.0
     action: str = "level"
 
 

@@ -281,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
     parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
+    parser.add_argument(
+        "--warmup-random-share",
+        type=float,
+        default=AgentSettings.warmup_random_share,
+        help="share of warm-up episodes with uniform random actions after a warm start",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = BenchmarkConfig()
@@ -289,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         action=args.action,
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
+        warmup_random_share=args.warmup_random_share,
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10

@@ -1,0 +1,52 @@
+"""The DDPG agent's HAQ schedule: decaying noise, split learning rates, and how warm-up episodes act."""
+
+import numpy as np
+import pytest
+from stable_baselines3.common.logger import configure
+
+from agents.ddpg import DecayingNormalNoise, make_agent
+from cwhawq.settings import AgentSettings
+from envs.channel_bits_env import ChannelBitsEnv
+
+
+def test_noise_is_constant_during_warm_up_then_decays():
+    noise = DecayingNormalNoise(size=3, sigma=0.5, decay=0.9, warmup_episodes=2, seed=0)
+    sigmas = []
+    for _ in range(5):
+        sigmas.append(noise.sigma)
+        noise.reset()
+    assert sigmas == pytest.approx([0.5, 0.5, 0.5, 0.45, 0.405])
+
+
+def test_actor_learns_slower_than_critic(digits_problem):
+    env = ChannelBitsEnv(digits_problem)
+    agent = make_agent(env, AgentSettings(net_arch=(8,)), env.n_steps, seed=0)
+    agent.set_logger(configure(None, []))
+    agent._update_learning_rate([agent.actor.optimizer, agent.critic.optimizer])
+    assert agent.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert agent.critic.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(("share", "random_episodes"), [(0.0, []), (0.5, [1, 3, 5, 7]), (1.0, list(range(8)))])
+def test_warm_up_random_share_is_spread_evenly(digits_problem, share, random_episodes):
+    env = ChannelBitsEnv(digits_problem)
+    agent = make_agent(env, AgentSettings(net_arch=(8,), warmup_random_share=share), env.n_steps, seed=0)
+    chosen = []
+    for episode in range(8):
+        agent._episode_num = episode
+        if agent._random_episode():
+            chosen.append(episode)
+    assert chosen == random_episodes
+
+
+def test_warm_up_explores_around_the_policy(digits_problem):
+    # With explore_from_policy and no random share, warm-up actions are the policy's plus noise, never uniform.
+    env = ChannelBitsEnv(digits_problem)
+    settings = AgentSettings(net_arch=(8,), noise_sigma=1e-6)
+    agent = make_agent(env, settings, env.n_steps, seed=0)
+    agent.explore_from_policy = True
+    obs, _ = env.reset()
+    agent._last_obs = obs[None]
+    action, _ = agent._sample_action(learning_starts=10**6, action_noise=agent.action_noise)
+    expected, _ = agent.predict(obs, deterministic=True)
+    np.testing.assert_allclose(action[0], expected, atol=1e-4)
