@@ -48,7 +48,8 @@ class HaqDDPG(DDPG):
 
     stable-baselines3 gives both optimizers one learning rate; this scales the actor's after every update of
     the schedule. With `explore_from_policy`, warm-up episodes (before learning starts) act with the policy plus
-    noise instead of uniform random actions: used after a warm start, so that warm-up explores around it.
+    noise instead of uniform random actions: used after a warm start, so that warm-up explores around it. A
+    `warmup_random_share` of the warm-up episodes still samples uniformly (0 by default; see docs/BENCHMARKS.md).
     """
 
     def __init__(

@@ -2,8 +2,8 @@
 
 The metadata (`cwhawq.json` in the archive; stable-baselines3 ignores unknown members) records what a policy
 needs to be reused safely: candidate bit-widths, granularity and action parameterisation, observation version and
-size, the settings it was trained with, and the model and budget it was trained on. Loading refuses a bundle that does not fit the
-environment with a one-line error saying what differs.
+size, the settings it was trained with, and the model and budget it was trained on. Loading refuses a bundle that
+does not fit the environment with a one-line error saying what differs.
 """
 
 from __future__ import annotations

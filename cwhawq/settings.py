@@ -26,9 +26,10 @@ class AgentSettings:
 
     `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search, or "best": every
     deterministic baseline is evaluated and the best on validation starts it (agents/warm_start.py); None keeps
-    HAQ's uniform random warm-up. `action` is the channel-granularity action parameterisation of the
-    environment: "level" (one scalar per layer) or "shares" (one share per bit-width); see
-    `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
+    HAQ's uniform random warm-up. After a warm start, warm-up episodes explore around it, except a
+    `warmup_random_share` of them, which sample uniformly. `action` is the channel-granularity action
+    parameterisation of the environment: "level" (one scalar per layer) or "shares" (one share per bit-width);
+    see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
     """
 
     warmup_episodes: int = 20

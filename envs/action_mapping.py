@@ -50,7 +50,7 @@ def level_action_to_ratios(action: np.ndarray, n_bit_widths: int) -> np.ndarray:
 
 def level_action_for(counts: np.ndarray) -> np.ndarray:
     """The level action whose ratios are `counts` (channels per bit-width) when they use at most two neighbouring
-    widths: the channels' mean position on the ladder. Otherwise the nearest level with the same mean position."""
+    widths: the channels' mean position on the ladder. Otherwise the level with the same mean position."""
     counts = np.asarray(counts, dtype=np.float64)
     steps = len(counts) - 1
     if steps == 0:
