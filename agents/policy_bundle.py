@@ -60,7 +60,9 @@ def load_bundle(path: Path, env: ChannelBitsEnv) -> tuple[HaqDDPG, dict[str, Any
     metadata = read_metadata(path)
     expected = env_signature(env)
     for key, value in expected.items():
-        if metadata.get(key) != value:
+        if key not in metadata:
+            raise CwhawqError(f"policy {path} was saved by an older cwhawq without '{key}'; train a new policy")
+        if metadata[key] != value:
             raise CwhawqError(
                 f"policy {path} was saved with {key}={metadata.get(key)} but this run has {key}={value}; "
                 f"rerun with matching settings or train a new policy"

@@ -85,6 +85,23 @@ def test_apply_runs_a_policy_with_its_own_action(capsys, cache_dir, digits_probl
     assert json.loads((tmp_path / "applied" / "result.json").read_text())["settings"]["agent"]["action"] == "shares"
 
 
+def test_bundle_from_an_older_version_is_refused(digits_problem, trained_policy, tmp_path):
+    import zipfile
+
+    path, _ = trained_policy
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == policy_bundle.METADATA_NAME:
+                metadata = json.loads(data)
+                del metadata["action"]
+                data = json.dumps(metadata).encode()
+            target.writestr(item, data)
+    with pytest.raises(CwhawqError, match="older cwhawq without 'action'"):
+        load_bundle(old, ChannelBitsEnv(digits_problem))
+
+
 def test_missing_or_foreign_file_is_refused(tmp_path):
     with pytest.raises(CwhawqError, match="not found"):
         read_metadata(tmp_path / "nope.zip")
