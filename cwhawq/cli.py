@@ -178,6 +178,7 @@ def _baseline(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with its subcommands."""
     from cwhawq.baselines import DETERMINISTIC_METHODS
+    from envs.channel_bits_env import ACTIONS
 
     parser = argparse.ArgumentParser(prog="cwhawq", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--action",
         default=AgentSettings.action,
-        choices=["level", "shares"],
+        choices=list(ACTIONS),
         help="'level' (default): one fractional bit-width level per layer, split over two neighbouring widths; "
         "'shares': one share of the layer's channels per candidate bit-width",
     )

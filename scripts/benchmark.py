@@ -39,7 +39,7 @@ from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.result import build_result  # noqa: E402
 from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
-from envs.channel_bits_env import ChannelBitsEnv  # noqa: E402
+from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 
 STOCHASTIC_METHODS = ("random", "ddpg-layer", "ddpg-channel")
 
@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
     parser.add_argument("--warm-start", default=AgentSettings.warm_start, help="DDPG warm start ('none': random)")
     parser.add_argument(
-        "--action", default=AgentSettings.action, choices=["level", "shares"], help="channel action parameterisation"
+        "--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action parameterisation"
     )
     parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
     parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
