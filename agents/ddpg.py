@@ -3,7 +3,7 @@
 Defaults (`cwhawq.settings.AgentSettings`) follow HAQ: 20 warm-up episodes of uniform random actions, Gaussian
 exploration noise whose sigma shrinks by 0.99 per episode after warm-up, discount 1 (the only reward is
 terminal), tau 0.01, batch 64, actor and critic learning rates 1e-4 and 1e-3, 300x300 networks. The agent trains
-once per episode with as many gradient steps as the episode had steps.
+once per episode with as many gradient steps as the episode had steps (times `updates_per_step`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class HaqDDPG(DDPG):
     the schedule. With `explore_from_policy`, warm-up episodes (before learning starts) act with the policy plus
     noise instead of uniform random actions: used after a warm start, so that warm-up explores around it. A
     `warmup_random_share` of the warm-up episodes still samples uniformly (0 by default; see docs/BENCHMARKS.md).
+    Each update makes `updates_per_step` gradient steps per environment step collected since the last one.
     """
 
     def __init__(
@@ -58,9 +59,11 @@ class HaqDDPG(DDPG):
         actor_lr_ratio: float = 0.1,
         explore_from_policy: bool = False,
         warmup_random_share: float = 0.0,
+        updates_per_step: int = 1,
         **kwargs: Any,
     ) -> None:
         self.actor_lr_ratio = actor_lr_ratio
+        self.updates_per_step = updates_per_step
         self.explore_from_policy = explore_from_policy
         self.warmup_random_share = warmup_random_share
         super().__init__(*args, **kwargs)
@@ -74,6 +77,10 @@ class HaqDDPG(DDPG):
         if self.explore_from_policy and not self._random_episode():
             learning_starts = 0
         return super()._sample_action(learning_starts, action_noise, n_envs)
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """stable-baselines3's update, `updates_per_step` times as many gradient steps as environment steps."""
+        super().train(gradient_steps * self.updates_per_step, batch_size)
 
     def _update_learning_rate(self, optimizers: Any) -> None:
         super()._update_learning_rate(optimizers)
@@ -106,6 +113,7 @@ def make_agent(
         gamma=settings.gamma,
         train_freq=(1, "episode"),
         gradient_steps=-1,
+        updates_per_step=settings.updates_per_step,
         action_noise=noise,
         policy_kwargs={"net_arch": list(settings.net_arch)},
         tensorboard_log=tensorboard_log,

@@ -29,7 +29,8 @@ class AgentSettings:
     HAQ's uniform random warm-up. After a warm start, warm-up episodes explore around it, except a
     `warmup_random_share` of them, which sample uniformly. `action` is the channel-granularity action
     parameterisation of the environment: "level" (one scalar per layer) or "shares" (one share per bit-width);
-    see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
+    see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. The agent trains once per
+    episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1).
     """
 
     warmup_episodes: int = 20
@@ -45,6 +46,7 @@ class AgentSettings:
     warm_start: str | None = "best"
     warmup_random_share: float = 0.0
     action: str = "level"
+    updates_per_step: int = 1
 
 
 @dataclass

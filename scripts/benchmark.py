@@ -287,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=AgentSettings.warmup_random_share,
         help="share of warm-up episodes with uniform random actions after a warm start",
     )
+    parser.add_argument(
+        "--updates-per-step",
+        type=int,
+        default=AgentSettings.updates_per_step,
+        help="DDPG gradient steps per environment step",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = BenchmarkConfig()
@@ -296,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
         warmup_random_share=args.warmup_random_share,
+        updates_per_step=args.updates_per_step,
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10

@@ -30,18 +30,21 @@ from agents.policy_bundle import load_bundle
 from agents.search import SearchRun, rollout
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.result import build_result
-from cwhawq.settings import ProblemSettings, SearchSettings
-from envs.channel_bits_env import ChannelBitsEnv
+from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings
+from envs.channel_bits_env import ACTIONS, ChannelBitsEnv
 
 REFERENCE_METHODS = ("uniform", "greedy-channel", "ddpg-channel")
 
 
-def source_policy(source: QuantProblem, model: str, budget: float, seed: int, episodes: int, work: Path) -> Path:
+def source_policy(
+    source: QuantProblem, model: str, budget: float, seed: int, episodes: int, work: Path, agent: AgentSettings
+) -> Path:
     """Train (or reuse) the source model's policy for one budget and seed; return its bundle path."""
     run_dir = work / "policies" / f"{budget}_s{seed}"
     if not (run_dir / "result.json").is_file():
         settings = SearchSettings(
             problem=ProblemSettings(model=model, budget_bits=budget),
+            agent=agent,
             episodes=episodes,
             seed=seed,
             out=str(run_dir),
@@ -53,19 +56,26 @@ def source_policy(source: QuantProblem, model: str, budget: float, seed: int, ep
 
 
 def transfer_rows(
-    target: QuantProblem, policy: Path, model: str, budget: float, seed: int, episodes: int, work: Path
+    target: QuantProblem,
+    policy: Path,
+    model: str,
+    budget: float,
+    seed: int,
+    episodes: int,
+    work: Path,
+    agent: AgentSettings,
 ) -> list[dict[str, Any]]:
     """Zero-shot and fine-tuned results of `policy` on the target problem."""
     rows = []
     start = time.perf_counter()
-    env = ChannelBitsEnv(target)
-    agent, _ = load_bundle(policy, env)
-    zero_shot = rollout(agent, env)["assignment"]
+    env = ChannelBitsEnv(target, action=agent.action)
+    loaded, _ = load_bundle(policy, env)
+    zero_shot = rollout(loaded, env)["assignment"]
     rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
     start = time.perf_counter()
     run_dir = work / "runs" / f"{model}_{budget}_s{seed}"
-    settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), episodes=episodes, seed=seed,
-                              out=str(run_dir), progress=False)  # fmt: skip
+    settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), agent=agent,
+                              episodes=episodes, seed=seed, out=str(run_dir), progress=False)  # fmt: skip
     result = SearchRun(target, settings, start_from=policy).run()
     fine_tuned = {layer["name"]: layer["bits"] for layer in result["layers"]}
     rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
@@ -124,8 +134,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--work", type=Path, help="policies and runs (default runs/transfer, or OUT/work with --out)")
     parser.add_argument("--reference", type=Path, help="main benchmark rows to compare (default OUT/results.jsonl)")
     parser.add_argument("--section", default="transfer", help="name of the Markdown markers to write between")
+    parser.add_argument("--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    agent = AgentSettings(action=args.action)
     if args.quick:
         args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 30
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"
@@ -145,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return problems[(model, budget)]
 
     for budget, seed, target in tqdm(jobs, desc="transfer", unit="run"):
-        policy = source_policy(problem(args.source, budget), args.source, budget, seed, args.episodes, work)
-        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work)
+        policy = source_policy(problem(args.source, budget), args.source, budget, seed, args.episodes, work, agent)
+        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work, agent)
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new
