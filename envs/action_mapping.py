@@ -58,22 +58,6 @@ def level_action_for(counts: np.ndarray) -> np.ndarray:
     return np.array([2.0 * (counts @ np.arange(steps + 1)) / (counts.sum() * steps) - 1.0], dtype=np.float32)
 
 
-def offset_action_to_level(action: np.ndarray, base_level: float) -> np.ndarray:
-    """The level action ``base_level + a``, clipped to [-1, 1], for a scalar offset action ``a`` in [-1, 1].
-
-    A unit of level action is half the bit-width ladder, so the offset moves a layer up to two ladder steps (of
-    five widths) away from a base allocation; the zero action is the base itself, so a policy that has learned
-    nothing reproduces the base.
-    """
-    offset = float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
-    return np.array([np.clip(base_level + offset, -1.0, 1.0)], dtype=np.float32)
-
-
-def offset_action_for(level_action: np.ndarray, base_level: float) -> np.ndarray:
-    """The offset action that `offset_action_to_level` maps to `level_action` (clipped to [-1, 1])."""
-    return np.array([np.clip(float(np.asarray(level_action).reshape(-1)[0]) - base_level, -1.0, 1.0)], np.float32)
-
-
 def layer_action_to_ratios(action: np.ndarray, n_bit_widths: int) -> np.ndarray:
     """Map a scalar action in [-1, 1] to a one-hot ratio vector with HAQ's equal-width intervals."""
     position = (float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0)) + 1.0) / 2.0

@@ -16,7 +16,6 @@ import numpy as np
 from gymnasium import spaces
 
 from cwhawq.allocation import place_bits, trace_order
-from cwhawq.baselines import run_method
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings
 from envs.action_mapping import (
@@ -26,16 +25,12 @@ from envs.action_mapping import (
     layer_action_to_ratios,
     level_action_for,
     level_action_to_ratios,
-    offset_action_for,
-    offset_action_to_level,
 )
 from envs.observation import OBS_LIMIT, observation, observation_size, static_features
 
 GRANULARITIES = ("channel", "layer")
 #: Channel-granularity action parameterisations (see `envs.action_mapping`).
-ACTIONS = ("level", "shares", "offset")
-#: The baseline whose allocation the "offset" action moves away from.
-OFFSET_BASE = "greedy-channel"
+ACTIONS = ("level", "shares")
 REWARD_SCALE = 10.0
 
 
@@ -49,8 +44,7 @@ class ChannelBitsEnv(gym.Env):
         granularity: "channel" (the action sets how many channels get each bit-width, channels get bits by
             trace rank) or "layer" (HAQ-style ablation: a scalar action picks one bit-width for the whole layer).
         action: how a channel-granularity action sets the counts: "level" (a scalar fractional position on
-            the bit-width ladder, split over two neighbouring widths), "shares" (one share per bit-width) or
-            "offset" (a level relative to the `OFFSET_BASE` baseline's level for the layer: zero keeps it).
+            the bit-width ladder, split over two neighbouring widths) or "shares" (one share per bit-width).
     """
 
     metadata = {"render_modes": []}
@@ -79,7 +73,6 @@ class ChannelBitsEnv(gym.Env):
         traces = self.problem.traces.traces
         self._static = static_features(self.layers, self.problem.layers, traces)
         self._orders = [trace_order(traces[layer.name]) for layer in self.layers]
-        self._base_levels = self._levels(run_method(self.problem, OFFSET_BASE)) if self.action == "offset" else []
         full_cost = np.array([layer.params for layer in self.layers], dtype=np.int64)
         self._params_left = np.cumsum(full_cost[::-1])[::-1]
         rest = np.append(self._params_left[1:], 0)
@@ -129,9 +122,6 @@ class ChannelBitsEnv(gym.Env):
             ratios, fit = action_to_ratios(action), fit_counts
         elif self.action == "level":
             ratios, fit = level_action_to_ratios(action, len(self.bit_widths)), fit_counts
-        elif self.action == "offset":
-            level = offset_action_to_level(action, self._base_levels[self._index])
-            ratios, fit = level_action_to_ratios(level, len(self.bit_widths)), fit_counts
         else:
             ratios, fit = layer_action_to_ratios(action, len(self.bit_widths)), fit_uniform
         left = self._target - self._spent
@@ -151,32 +141,21 @@ class ChannelBitsEnv(gym.Env):
             return self._observe(), 0.0, False, False, {}
         return self._observe(), *self._finish()
 
-    def _counts(self, assignment: Assignment) -> list[np.ndarray]:
-        """Channels per candidate bit-width of every searchable layer in `assignment`."""
-        widths = self.bit_widths[None, :]
-        return [(np.asarray(assignment[layer.name])[:, None] == widths).sum(axis=0) for layer in self.layers]
-
-    def _levels(self, assignment: Assignment) -> list[float]:
-        """The level action of every searchable layer in `assignment` (see `level_action_for`)."""
-        return [float(level_action_for(counts)[0]) for counts in self._counts(assignment)]
-
     def actions_for(self, assignment: Assignment) -> list[np.ndarray]:
         """Actions that reproduce `assignment`'s share of channels at each bit-width, layer by layer.
 
         Shares: ``2 * r / max(r) - 1`` for the shares r, which `action_to_ratios` maps back to r exactly (which
         channel gets which bits then follows the trace order). Level: the channels' mean position on the
-        bit-width ladder, exact when the layer uses at most two neighbouring widths. Offset: that level minus the
-        base's, exact within two ladder steps of the base. Layer granularity: the centre of the action interval
-        of the layer's most common bit-width.
+        bit-width ladder, exact when the layer uses at most two neighbouring widths. Layer granularity: the
+        centre of the action interval of the layer's most common bit-width.
         """
         actions = []
-        for index, counts in enumerate(self._counts(assignment)):
+        for layer in self.layers:
+            counts = (np.asarray(assignment[layer.name])[:, None] == self.bit_widths[None, :]).sum(axis=0)
             if self.action == "shares":
                 action = 2.0 * counts / counts.max() - 1.0
             elif self.action == "level":
                 action = level_action_for(counts)
-            elif self.action == "offset":
-                action = offset_action_for(level_action_for(counts), self._base_levels[index])
             else:
                 action = np.array([2.0 * (int(np.argmax(counts)) + 0.5) / len(self.bit_widths) - 1.0])
             actions.append(action.astype(np.float32))

@@ -46,6 +46,18 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         "random",
     ),
     "random search, level": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "random"),
+    "level, 4 updates per step": (
+        "docs/benchmark/updates_per_step_4/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --updates-per-step 4"
+        " --out docs/benchmark/updates_per_step_4, then the same with --models lenet5 --budgets 2.25 2.5",
+        "ddpg-channel",
+    ),
+    "offset from the greedy": (
+        "docs/benchmark/offset_action/results.jsonl",
+        "git checkout e623969 && python scripts/benchmark.py --methods ddpg-channel --models lenet5 resnet_mini"
+        " --budgets 2.25 --action offset --out docs/benchmark/offset_action",
+        "ddpg-channel",
+    ),
 }
 
 #: Fine-tune variants of the transfer benchmark (policy-finetune rows), same layout.
@@ -75,6 +87,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
+    "offset from the greedy, fine-tune": (
+        "docs/benchmark/offset_action/transfer.jsonl",
+        "git checkout e623969 && python scripts/benchmark_transfer.py --action offset"
+        " --out docs/benchmark/offset_action --reference docs/benchmark/results.jsonl",
+        "policy-finetune",
+    ),
     "shares, zero-shot": (
         "docs/benchmark/shares_action/transfer.jsonl",
         "git checkout e5ca9d5 && python scripts/benchmark_transfer.py (before the level action)",
@@ -83,6 +101,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
     "level, zero-shot (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
+        "policy-zero-shot",
+    ),
+    "offset from the greedy, zero-shot": (
+        "docs/benchmark/offset_action/transfer.jsonl",
+        "git checkout e623969 && python scripts/benchmark_transfer.py --action offset"
+        " --out docs/benchmark/offset_action --reference docs/benchmark/results.jsonl",
         "policy-zero-shot",
     ),
     "level, from scratch (300 evals)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),

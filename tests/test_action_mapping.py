@@ -12,8 +12,6 @@ from envs.action_mapping import (
     layer_action_to_ratios,
     level_action_for,
     level_action_to_ratios,
-    offset_action_for,
-    offset_action_to_level,
 )
 
 WIDTHS = (2, 3, 4, 6, 8)
@@ -49,23 +47,6 @@ def test_level_corners():
     assert np.allclose(level_action_to_ratios(np.array([1.0]), 5), [0, 0, 0, 0, 1])
     assert np.allclose(level_action_to_ratios(np.array([0.0]), 5), [0, 0, 1, 0, 0])
     assert np.allclose(level_action_to_ratios(np.array([0.125]), 5), [0, 0, 0.75, 0.25, 0])
-
-
-@given(st.floats(-3, 3), st.floats(-1, 1))
-def test_offset_moves_the_base_level_and_stays_on_the_ladder(action, base):
-    level = float(offset_action_to_level(np.array([action]), base)[0])
-    assert -1.0 <= level <= 1.0
-    assert np.isclose(level, np.clip(base + np.clip(action, -1, 1), -1, 1), atol=1e-6)
-    assert np.isclose(offset_action_to_level(np.zeros(1), base)[0], base, atol=1e-6)
-
-
-@given(st.floats(-1, 1), st.floats(-1, 1))
-def test_offset_action_for_inverts_the_offset_within_reach(level, base):
-    action = offset_action_for(np.array([level]), base)
-    assert -1.0 <= action[0] <= 1.0
-    # The offset reaches one level unit (half the ladder) either way; beyond that, the nearest reachable level.
-    reachable = np.clip(level, base - 1.0, base + 1.0)
-    assert np.isclose(offset_action_to_level(action, base)[0], reachable, atol=1e-6)
 
 
 @given(n=st.integers(1, 300), lower=st.integers(0, 3), upper_share=st.floats(0, 1))

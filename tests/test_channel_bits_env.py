@@ -10,10 +10,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from cwhawq.baselines import run_method
-from envs.channel_bits_env import OFFSET_BASE, ChannelBitsEnv
+from envs.channel_bits_env import ChannelBitsEnv
 
 
-@pytest.fixture(scope="module", params=["level", "shares", "offset"])
+@pytest.fixture(scope="module", params=["level", "shares"])
 def env(digits_problem, request):
     return ChannelBitsEnv(digits_problem, action=request.param)
 
@@ -101,14 +101,3 @@ def test_shares_actions_for_reproduce_a_baselines_counts(digits_problem):
     _, replayed = run_episode(env, env.actions_for(assignment))
     for name, bits in assignment.items():
         assert np.array_equal(np.sort(bits), np.sort(replayed["assignment"][name])), name
-
-
-def test_zero_offsets_reproduce_the_base_levels(digits_problem):
-    env = ChannelBitsEnv(digits_problem, action="offset")
-    level_env = ChannelBitsEnv(digits_problem, action="level")
-    base = run_method(digits_problem, OFFSET_BASE)
-    _, info = run_episode(env, [np.zeros(1, dtype=np.float32)] * env.n_steps)
-    _, expected = run_episode(level_env, level_env.actions_for(base))
-    for name, bits in expected["assignment"].items():
-        assert np.array_equal(bits, info["assignment"][name]), name
-    assert env.actions_for(info["assignment"])[0] == pytest.approx(np.zeros(1), abs=1e-6)
