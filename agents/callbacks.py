@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from cwhawq.problem import Assignment  # noqa: E402
+from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.tracking import SearchRecord  # noqa: E402
 
 
@@ -67,7 +68,7 @@ class SearchCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._writer = SummaryWriter(str(self.tb_dir))
-        self._bar = tqdm(
+        self._bar = progress_bar(
             total=self.total_episodes, initial=self.record.episodes, desc="search", unit="ep", disable=not self.progress
         )
         first = self.record.episodes - len(self.earlier)
@@ -85,7 +86,9 @@ class SearchCallback(BaseCallback):
         self._log(episode, info, reward)
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(best=f"{self.record.best_val_accuracy:.2%}", bits=f"{info['avg_bits']:.2f}")
+            self._bar.set_postfix(
+                best=f"{self.record.best_val_accuracy:.2%}", bits=f"{info['avg_bits']:.2f}", refresh=False
+            )
         if improved:
             self.save_best()
         if self.record.episodes % self.checkpoint_every == 0:

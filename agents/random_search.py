@@ -6,9 +6,8 @@ trace-ranked allocation and evaluation, and differs only in how actions are chos
 
 from __future__ import annotations
 
-from tqdm.auto import tqdm
-
 from cwhawq.problem import QuantProblem
+from cwhawq.progress import progress_bar
 from cwhawq.tracking import SearchRecord
 from envs.channel_bits_env import ChannelBitsEnv
 
@@ -28,7 +27,7 @@ def random_search(
     env = ChannelBitsEnv(problem, granularity=granularity, action=action)
     env.action_space.seed(seed)
     record = SearchRecord()
-    for _ in tqdm(range(evaluations), desc="random search", unit="ep", disable=not progress):
+    for _ in progress_bar(range(evaluations), desc="random search", unit="ep", disable=not progress):
         env.reset(seed=seed)
         terminated = False
         while not terminated:

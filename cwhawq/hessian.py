@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo
+from cwhawq.progress import progress_bar
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -154,7 +154,7 @@ def _probe(
     width = sum(out_channels) if per_channel else len(weights)
     values = torch.empty((max_probes, width), dtype=torch.float64, device=device)
     running, previous, converged, n = 0.0, 0.0, False, 0
-    bar = tqdm(total=max_probes, desc="Hessian probes", unit="probe", disable=not progress, leave=False)
+    bar = progress_bar(total=max_probes, desc="Hessian probes", unit="probe", disable=not progress, leave=False)
     try:
         while n < max_probes:
             flat = torch.randint(0, 2, (sum(sizes),), generator=generator, dtype=dtype).to(device).mul_(2).sub_(1)

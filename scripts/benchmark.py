@@ -31,12 +31,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
+from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result  # noqa: E402
 from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
@@ -113,7 +113,7 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
     ]
     jobs = [job for job in jobs if job not in done]
     problems: dict[tuple[str, float], QuantProblem] = {}
-    for model, budget, method, seed in tqdm(jobs, desc="benchmark", unit="run"):
+    for model, budget, method, seed in progress_bar(jobs, desc="benchmark", unit="run"):
         if (model, budget) not in problems:
             problems.clear()
             settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir)

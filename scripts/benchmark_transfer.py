@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 from benchmark import load_rows, write_section
-from tqdm.auto import tqdm
 
 from agents.policy_bundle import load_bundle
 from agents.search import SearchRun, rollout
 from cwhawq.problem import QuantProblem, build_problem
+from cwhawq.progress import progress_bar
 from cwhawq.result import build_result
 from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             problems[(model, budget)] = build_problem(settings, progress=False)
         return problems[(model, budget)]
 
-    for budget, seed, target in tqdm(jobs, desc="transfer", unit="run"):
+    for budget, seed, target in progress_bar(jobs, desc="transfer", unit="run"):
         policy = source_policy(problem(args.source, budget), args.source, budget, seed, args.episodes, work, agent)
         new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work, agent)
         with raw.open("a") as handle:
