@@ -50,3 +50,13 @@ def test_warm_up_explores_around_the_policy(digits_problem):
     action, _ = agent._sample_action(learning_starts=10**6, action_noise=agent.action_noise)
     expected, _ = agent.predict(obs, deterministic=True)
     np.testing.assert_allclose(action[0], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("updates_per_step", [1, 3])
+def test_each_update_makes_updates_per_step_gradient_steps_per_env_step(digits_problem, updates_per_step):
+    env = ChannelBitsEnv(digits_problem)
+    settings = AgentSettings(net_arch=(8,), warmup_episodes=1, batch_size=2, updates_per_step=updates_per_step)
+    agent = make_agent(env, settings, env.n_steps, seed=0)
+    agent.learn(total_timesteps=3 * env.n_steps)
+    # Warm-up episode 1 makes no update; episodes 2 and 3 make one each, of n_steps * updates_per_step steps.
+    assert agent._n_updates == 2 * env.n_steps * updates_per_step
