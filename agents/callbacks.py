@@ -34,7 +34,8 @@ class SearchCallback(BaseCallback):
     """Logs every finished episode, saves each new best assignment, and checkpoints every `checkpoint_every` episodes.
 
     `earlier` holds (terminal info, reward) of evaluations already in the record but not yet logged (a warm
-    start's); they are logged first, as the first episodes.
+    start's); they are logged first, as the first episodes. With `imitate`, every episode that sets a new best
+    is passed to it as (observations, actions), so that the actor can be pulled toward it (self-imitation).
 
     Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy,
     average bits, size in MB, best validation accuracy so far, exploration sigma; the per-layer average bits
@@ -52,6 +53,7 @@ class SearchCallback(BaseCallback):
         checkpoint_every: int = 25,
         progress: bool = True,
         earlier: list[tuple[dict, float]] | None = None,
+        imitate: Callable[[np.ndarray, np.ndarray], object] | None = None,
     ) -> None:
         super().__init__()
         self.earlier = earlier or []
@@ -63,6 +65,8 @@ class SearchCallback(BaseCallback):
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.progress = progress
+        self.imitate = imitate
+        self._episode: list[tuple[np.ndarray, np.ndarray]] = []
         self._writer: SummaryWriter | None = None
         self._bar: tqdm | None = None
 
@@ -77,8 +81,12 @@ class SearchCallback(BaseCallback):
         self.earlier = []
 
     def _on_step(self) -> bool:
+        if self.imitate is not None:
+            # Called before stable-baselines3 stores the transition, so _last_obs is still this step's observation.
+            self._episode.append((self.model._last_obs[0].copy(), self.locals["buffer_actions"][0].copy()))
         if not self.locals["dones"][0]:
             return True
+        episode_steps, self._episode = self._episode, []
         info = self.locals["infos"][0]
         reward = float(self.locals["rewards"][0])
         improved = self.record.add(info, reward)
@@ -91,6 +99,8 @@ class SearchCallback(BaseCallback):
             )
         if improved:
             self.save_best()
+            if self.imitate is not None:
+                self.imitate(np.stack([obs for obs, _ in episode_steps]), np.stack([a for _, a in episode_steps]))
         if self.record.episodes % self.checkpoint_every == 0:
             self.checkpoint()
             self._log_best_figure(episode)

@@ -12,13 +12,14 @@ Files in the output directory:
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agents.callbacks import SearchCallback
 from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
-from agents.warm_start import warm_start
+from agents.warm_start import clone_actions, warm_start
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
@@ -165,6 +166,7 @@ class SearchRun:
             checkpoint_every=self.settings.checkpoint_every,
             progress=self.settings.progress,
             earlier=self._unlogged,
+            imitate=partial(clone_actions, self.model) if self.settings.agent.imitate_best else None,
         )
         interrupted = False
         try:

@@ -88,6 +88,7 @@ def _search(args: argparse.Namespace) -> None:
             noise_sigma=args.noise_sigma,
             warm_start=None if args.warm_start == "none" else args.warm_start,
             action=args.action,
+            imitate_best=args.imitate_best,
         ),
         episodes=args.episodes,
         seed=args.seed,
@@ -202,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(ACTIONS),
         help="'level' (default): one fractional bit-width level per layer, split over two neighbouring widths; "
         "'shares': one share of the layer's channels per candidate bit-width",
+    )
+    group.add_argument(
+        "--imitate-best",
+        action=argparse.BooleanOptionalAction,
+        default=AgentSettings.imitate_best,
+        help="clone every new best episode into the actor, so that exploration follows the best found (default)",
     )
     group.add_argument("--out", help="output directory (default runs/search_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the search saved in --out")

@@ -30,7 +30,9 @@ class AgentSettings:
     `warmup_random_share` of them, which sample uniformly. `action` is the channel-granularity action
     parameterisation of the environment: "level" (one scalar per layer) or "shares" (one share per bit-width);
     see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. The agent trains once per
-    episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1).
+    episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1). With
+    `imitate_best`, every new best episode is cloned into the actor (self-imitation), so that exploration
+    follows the best assignment found so far.
     """
 
     warmup_episodes: int = 20
@@ -47,6 +49,7 @@ class AgentSettings:
     warmup_random_share: float = 0.0
     action: str = "level"
     updates_per_step: int = 1
+    imitate_best: bool = True
 
 
 @dataclass

@@ -293,6 +293,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=AgentSettings.updates_per_step,
         help="DDPG gradient steps per environment step",
     )
+    parser.add_argument(
+        "--imitate-best",
+        action=argparse.BooleanOptionalAction,
+        default=AgentSettings.imitate_best,
+        help="clone every new best episode into the actor (self-imitation)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = BenchmarkConfig()
@@ -303,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         noise_decay=args.noise_decay,
         warmup_random_share=args.warmup_random_share,
         updates_per_step=args.updates_per_step,
+        imitate_best=args.imitate_best,
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10

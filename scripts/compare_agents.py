@@ -35,7 +35,13 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         "python scripts/benchmark.py --methods ddpg-channel random --action shares --out docs/benchmark/shares_action",
         "ddpg-channel",
     ),
-    "level, warm start: best baseline (default)": (
+    "level, warm start: best baseline": (
+        "docs/benchmark/no_imitation/results.jsonl",
+        "git checkout f64bdd3 && python scripts/benchmark.py --methods ddpg-channel ddpg-layer"
+        " --out docs/benchmark/no_imitation",
+        "ddpg-channel",
+    ),
+    "level, best start, self-imitation (default)": (
         "docs/benchmark/results.jsonl",
         "python scripts/benchmark.py",
         "ddpg-channel",
@@ -82,7 +88,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "git checkout e32f4b4 && python scripts/benchmark_transfer.py (no clone of the best start, no warm-up)",
         "policy-finetune",
     ),
-    "level, fine-tune from the best start (default)": (
+    "level, fine-tune from the best start": (
+        "docs/benchmark/transfer_no_imitation.jsonl",
+        "git checkout f64bdd3 && python scripts/benchmark_transfer.py",
+        "policy-finetune",
+    ),
+    "level, fine-tune from the best start, self-imitation (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
@@ -98,7 +109,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "git checkout e5ca9d5 && python scripts/benchmark_transfer.py (before the level action)",
         "policy-zero-shot",
     ),
-    "level, zero-shot (default)": (
+    "level, zero-shot": (
+        "docs/benchmark/transfer_no_imitation.jsonl",
+        "git checkout f64bdd3 && python scripts/benchmark_transfer.py",
+        "policy-zero-shot",
+    ),
+    "level, self-imitation, zero-shot (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-zero-shot",
@@ -109,7 +125,7 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/offset_action --reference docs/benchmark/results.jsonl",
         "policy-zero-shot",
     ),
-    "level, from scratch (300 evals)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),
+    "from scratch (300 evals, default)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),
 }
 
 

@@ -32,7 +32,16 @@ def test_search_end_to_end(capsys, tmp_path, common):
     assert "average bits" in stdout and "test:" in stdout
     result = json.loads((out / "result.json").read_text())
     assert result["settings"]["episodes"] == 4
+    assert result["settings"]["agent"]["imitate_best"] is True
     assert result["totals"]["avg_bits"] <= 2.5
+
+
+def test_search_without_self_imitation(capsys, tmp_path, common):
+    out = tmp_path / "out"
+    args = ["--episodes", "3", "--warmup-episodes", "2", "--no-imitate-best", "--out", str(out), "--quiet"]
+    status, _, _ = run_cli(capsys, "search", *common, *args)
+    assert status == 0
+    assert json.loads((out / "result.json").read_text())["settings"]["agent"]["imitate_best"] is False
 
 
 def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, common, monkeypatch):

@@ -120,3 +120,22 @@ def test_seeded_searches_are_identical(digits_problem, tmp_path):
     assert first["search"]["best_val_accuracy_curve"] == second["search"]["best_val_accuracy_curve"]
     assert [layer["bits"] for layer in first["layers"]] == [layer["bits"] for layer in second["layers"]]
     assert np.isclose(first["totals"]["avg_bits"], second["totals"]["avg_bits"])
+
+
+def test_imitate_best_clones_each_new_best_episode(digits_problem, tmp_path, monkeypatch):
+    imitated = []
+    monkeypatch.setattr("agents.search.clone_actions", lambda model, obs, actions: imitated.append((obs, actions)))
+    settings = settings_for(tmp_path / "run", episodes=12)
+    settings.agent.warm_start = None  # every improvement then comes from an episode
+    settings.agent.imitate_best = True
+    run = SearchRun(digits_problem, settings)
+    run.run()
+    assert imitated and all(obs.shape[0] == actions.shape[0] == run.env.n_steps for obs, actions in imitated)
+    # The last episode passed on replays to the best assignment of the search.
+    env = ChannelBitsEnv(digits_problem)
+    obs, _ = env.reset()
+    for expected_obs, action in zip(*imitated[-1]):
+        np.testing.assert_allclose(obs, expected_obs, atol=1e-6)
+        obs, _, _, _, info = env.step(action)
+    for name, bits in run.record.best_assignment.items():
+        assert np.array_equal(info["assignment"][name], bits), name
