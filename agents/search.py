@@ -11,13 +11,14 @@ Files in the output directory:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agents.callbacks import SearchCallback
-from agents.ddpg import DecayingNormalNoise, HaqDDPG, make_agent
+from agents.ddpg import HaqDDPG, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
 from agents.warm_start import clone_actions, warm_start
 from cwhawq.errors import CwhawqError
@@ -60,10 +61,10 @@ class SearchRun:
         problem: what to quantize.
         settings: the run's settings; `settings.resume` continues the search saved in `settings.out`.
         env: the environment (default: channel granularity on `problem`, with `settings.agent.action`).
-        start_from: a policy bundle to fine-tune instead of a fresh agent, on a fresh search's schedule (warm-up
-            episodes explore around the policy before the first update; exploration noise restarts at
-            `settings.agent.noise_sigma`); the bundle's own deterministic output is the first episode, so the
-            result is never worse (on validation) than applying the policy zero-shot. With a warm start set, the
+        start_from: a policy bundle to fine-tune: a fresh agent whose actor is the bundle's (the critic is new),
+            on a fresh search's schedule (warm-up episodes explore around the policy before the first update); the
+            bundle's own deterministic output is the first episode, so the result is never worse (on validation)
+            than applying the policy zero-shot. With a warm start set, the
             baselines it names are evaluated on this problem too (one evaluation each), and the best of them and
             the policy's own output is cloned into the actor, as in a fresh search.
     """
@@ -115,21 +116,18 @@ class SearchRun:
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
 
     def _start_fine_tune(self, bundle: Path) -> None:
-        agent = self.settings.agent
-        self.model, _ = load_bundle(bundle, self.env)
-        self.model.set_random_seed(self.settings.seed)
-        self.model.tensorboard_log = str(self.out / "tb")
-        # The same schedule as a fresh search: the critic learned on another model, so it first sees
-        # `warmup_episodes` of this one, explored around the policy, before any update.
-        self.model.learning_starts = agent.warmup_episodes * self.env.n_steps
-        self.model.explore_from_policy = True
-        self.model.action_noise = DecayingNormalNoise(
-            self.env.action_space.shape[0],
-            agent.noise_sigma,
-            agent.noise_decay,
-            agent.warmup_episodes,
-            seed=self.settings.seed,
+        source, _ = load_bundle(bundle, self.env)
+        # A fresh agent on this run's settings and schedule, with the bundle's actor (and so its network shape).
+        # Only the actor carries over: the critic's values are another model's accuracies, and a transferred
+        # critic gave worse fine-tunes than a new one (docs/BENCHMARKS.md, "Agent changes").
+        agent = dataclasses.replace(self.settings.agent, net_arch=tuple(source.policy_kwargs["net_arch"]))
+        self.settings.agent = agent
+        self.model = make_agent(
+            self.env, agent, self.env.n_steps, self.settings.seed, tensorboard_log=str(self.out / "tb")
         )
+        self.model.actor.load_state_dict(source.actor.state_dict())
+        self.model.actor_target.load_state_dict(source.actor.state_dict())
+        self.model.explore_from_policy = True
         self._unlogged = [rollout_with_reward(self.model, self.env)]
         if agent.warm_start:
             self._unlogged += warm_start(self.model, self.env, agent.warm_start, known=self._unlogged)

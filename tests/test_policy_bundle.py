@@ -174,3 +174,24 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
     assert result["accuracy"]["quantized_val"] >= max(zero_shot, *baselines)
     # The first update waits for the warm-up episodes, as in a fresh search.
     assert run.model.learning_starts == 2 * env.n_steps
+
+
+def test_fine_tune_keeps_the_actor_and_learns_a_new_critic(digits_problem, trained_policy, tmp_path):
+    import torch
+
+    path, _ = trained_policy
+    source, _ = load_bundle(path, ChannelBitsEnv(digits_problem))
+    settings = SearchSettings(
+        problem=small_settings(tmp_path),
+        agent=AgentSettings(warm_start=None, net_arch=(7,)),
+        episodes=2,
+        seed=1,  # another initialisation than the bundle's, whose critic may not have been updated yet
+        out=str(tmp_path / "ft"),
+        progress=False,
+    )
+    run = SearchRun(digits_problem, settings, start_from=path)
+    assert run.settings.agent.net_arch == tuple(source.policy_kwargs["net_arch"])  # the bundle's shape wins
+    for mine, theirs in zip(run.model.actor.parameters(), source.actor.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    critic = zip(run.model.critic.parameters(), source.critic.parameters(), strict=True)
+    assert not all(torch.equal(mine, theirs) for mine, theirs in critic)
