@@ -93,7 +93,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "git checkout f64bdd3 && python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
-    "level, fine-tune from the best start, self-imitation (default)": (
+    "level, fine-tune from the best start, self-imitation, source critic": (
+        "docs/benchmark/transfer_source_critic.jsonl",
+        "git checkout aa58290 && python scripts/benchmark_transfer.py",
+        "policy-finetune",
+    ),
+    "level, fine-tune, self-imitation, new critic (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
