@@ -64,9 +64,9 @@ class SearchRun:
         start_from: a policy bundle to fine-tune: a fresh agent whose actor is the bundle's (the critic is new),
             on a fresh search's schedule (warm-up episodes explore around the policy before the first update); the
             bundle's own deterministic output is the first episode, so the result is never worse (on validation)
-            than applying the policy zero-shot. With a warm start set, the
-            baselines it names are evaluated on this problem too (one evaluation each), and the best of them and
-            the policy's own output is cloned into the actor, as in a fresh search.
+            than applying the policy zero-shot. With a warm start set, the baselines it names are evaluated on
+            this problem too (one evaluation each), and the best of them and the policy's own output is cloned
+            into the actor, as in a fresh search. `settings.agent.net_arch` is set to the bundle's.
     """
 
     def __init__(
