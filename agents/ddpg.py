@@ -19,51 +19,28 @@ from cwhawq.settings import AgentSettings
 
 
 class DecayingNormalNoise(ActionNoise):
-    """Gaussian action noise whose sigma is multiplied by `decay` after every episode past warm-up (HAQ).
+    """Gaussian action noise whose sigma is multiplied by `decay` after every episode past warm-up (HAQ)."""
 
-    With `restart_patience`, sigma returns to its initial value (and decays again) once that many episodes past
-    warm-up have passed without a new best (`mark_best`) or a restart.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        sigma: float,
-        decay: float,
-        warmup_episodes: int,
-        seed: int,
-        restart_patience: int | None = None,
-    ) -> None:
+    def __init__(self, size: int, sigma: float, decay: float, warmup_episodes: int, seed: int) -> None:
         super().__init__()
         self.size = size
         self.initial_sigma = sigma
         self.decay = decay
         self.warmup_episodes = warmup_episodes
-        self.restart_patience = restart_patience
         self.episodes = 0
-        self._decay_from = warmup_episodes
-        self._last_best = 0
         self._rng = np.random.default_rng(seed)
 
     @property
     def sigma(self) -> float:
         """The current standard deviation."""
-        return self.initial_sigma * self.decay ** max(0, self.episodes - self._decay_from)
+        return self.initial_sigma * self.decay ** max(0, self.episodes - self.warmup_episodes)
 
     def __call__(self) -> np.ndarray:
         return self._rng.normal(0.0, self.sigma, self.size).astype(np.float32)
 
-    def mark_best(self) -> None:
-        """The episode now ending set a new best (called before `reset` counts it)."""
-        self._last_best = self.episodes + 1
-
     def reset(self) -> None:
         """Called by stable-baselines3 at the end of every episode."""
         self.episodes += 1
-        patience = self.restart_patience
-        stalled = self.episodes - max(self._last_best, self._decay_from)
-        if patience and self.episodes > self.warmup_episodes and stalled >= patience:
-            self._decay_from = self.episodes
 
 
 class HaqDDPG(DDPG):
@@ -74,8 +51,6 @@ class HaqDDPG(DDPG):
     noise instead of uniform random actions: used after a warm start, so that warm-up explores around it. A
     `warmup_random_share` of the warm-up episodes still samples uniformly (0 by default; see docs/BENCHMARKS.md).
     Each update makes `updates_per_step` gradient steps per environment step collected since the last one.
-    A `snap_share` of the episodes round their (noisy) level actions to the nearest of `snap_levels` whole
-    positions of the level action (`envs.action_mapping.level_action_to_ratios`): layer-wise assignments.
     """
 
     def __init__(
@@ -85,32 +60,23 @@ class HaqDDPG(DDPG):
         explore_from_policy: bool = False,
         warmup_random_share: float = 0.0,
         updates_per_step: int = 1,
-        snap_share: float = 0.0,
-        snap_levels: int = 0,
         **kwargs: Any,
     ) -> None:
         self.actor_lr_ratio = actor_lr_ratio
         self.updates_per_step = updates_per_step
-        self.snap_share = snap_share
-        self.snap_levels = snap_levels
         self.explore_from_policy = explore_from_policy
         self.warmup_random_share = warmup_random_share
         super().__init__(*args, **kwargs)
 
-    def _chosen_episode(self, share: float) -> bool:
-        """Whether the current episode is among a `share` of all episodes, evenly spread."""
-        episode = self._episode_num
+    def _random_episode(self) -> bool:
+        """Whether the current warm-up episode samples uniformly: `warmup_random_share` of them, evenly spread."""
+        episode, share = self._episode_num, self.warmup_random_share
         return int((episode + 1) * share) > int(episode * share)
 
     def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1) -> Any:
-        if self.explore_from_policy and not self._chosen_episode(self.warmup_random_share):
+        if self.explore_from_policy and not self._random_episode():
             learning_starts = 0
-        action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)
-        if self.snap_levels > 1 and self._chosen_episode(self.snap_share):
-            steps = self.snap_levels - 1
-            buffer_action = (2.0 * np.rint((buffer_action + 1.0) / 2.0 * steps) / steps - 1.0).astype(np.float32)
-            action = buffer_action
-        return action, buffer_action
+        return super()._sample_action(learning_starts, action_noise, n_envs)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """stable-baselines3's update, `updates_per_step` times as many gradient steps as environment steps."""
@@ -132,14 +98,8 @@ def make_agent(
     """Build the agent for `env` from `settings`; warm-up is counted in episodes of `steps_per_episode` steps."""
     action_size = int(np.prod(env.action_space.shape))
     noise = DecayingNormalNoise(
-        action_size,
-        settings.noise_sigma,
-        settings.noise_decay,
-        settings.warmup_episodes,
-        seed=seed,
-        restart_patience=settings.noise_restart_patience,
+        action_size, settings.noise_sigma, settings.noise_decay, settings.warmup_episodes, seed=seed
     )
-    level_action = getattr(env, "action", None) == "level"
     return HaqDDPG(
         "MlpPolicy",
         env,
@@ -154,8 +114,6 @@ def make_agent(
         train_freq=(1, "episode"),
         gradient_steps=-1,
         updates_per_step=settings.updates_per_step,
-        snap_share=settings.snap_share,
-        snap_levels=len(env.bit_widths) if level_action else 0,
         action_noise=noise,
         policy_kwargs={"net_arch": list(settings.net_arch)},
         tensorboard_log=tensorboard_log,

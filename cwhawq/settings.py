@@ -32,9 +32,7 @@ class AgentSettings:
     see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. The agent trains once per
     episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1). With
     `imitate_best`, every new best episode is cloned into the actor (self-imitation), so that exploration
-    follows the best assignment found so far. Experimental, off by default: `noise_restart_patience` returns the
-    exploration noise to its initial sigma after that many episodes without a new best, and `snap_share` rounds
-    that share of the exploration episodes' level actions to whole ladder positions (layer-wise assignments).
+    follows the best assignment found so far.
     """
 
     warmup_episodes: int = 20
@@ -52,8 +50,6 @@ class AgentSettings:
     action: str = "level"
     updates_per_step: int = 1
     imitate_best: bool = True
-    noise_restart_patience: int | None = None
-    snap_share: float = 0.0
 
 
 @dataclass

@@ -294,18 +294,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="DDPG gradient steps per environment step",
     )
     parser.add_argument(
-        "--noise-restart-patience",
-        type=int,
-        default=AgentSettings.noise_restart_patience,
-        help="episodes without a new best after which the noise returns to its initial sigma",
-    )
-    parser.add_argument(
-        "--snap-share",
-        type=float,
-        default=AgentSettings.snap_share,
-        help="share of episodes whose level actions are rounded to whole positions (layer-wise)",
-    )
-    parser.add_argument(
         "--imitate-best",
         action=argparse.BooleanOptionalAction,
         default=AgentSettings.imitate_best,
@@ -322,8 +310,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         warmup_random_share=args.warmup_random_share,
         updates_per_step=args.updates_per_step,
         imitate_best=args.imitate_best,
-        noise_restart_patience=args.noise_restart_patience,
-        snap_share=args.snap_share,
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10

@@ -66,14 +66,14 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "noise restart after 50 episodes without a new best": (
         "docs/benchmark/noise_restart_50/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --budgets 2.5 3.0"
-        " --noise-restart-patience 50 --out docs/benchmark/noise_restart_50",
+        "git checkout b3b86ee && python scripts/benchmark.py --methods ddpg-channel --models resnet_mini"
+        " --budgets 2.5 3.0 --noise-restart-patience 50 --out docs/benchmark/noise_restart_50",
         "ddpg-channel",
     ),
     "half the episodes snapped to layer-wise": (
         "docs/benchmark/snap_share_0.5/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --budgets 3.0 --snap-share 0.5"
-        " --out docs/benchmark/snap_share_0.5, then the same with --models lenet5 --budgets 2.25",
+        "git checkout b3b86ee && python scripts/benchmark.py --methods ddpg-channel --models resnet_mini"
+        " --budgets 3.0 --snap-share 0.5 --out docs/benchmark/snap_share_0.5, then the same with --models lenet5 --budgets 2.25",
         "ddpg-channel",
     ),
 }

@@ -18,33 +18,6 @@ def test_noise_is_constant_during_warm_up_then_decays():
     assert sigmas == pytest.approx([0.5, 0.5, 0.5, 0.45, 0.405])
 
 
-def test_noise_restarts_after_patience_episodes_without_a_new_best():
-    noise = DecayingNormalNoise(size=1, sigma=1.0, decay=0.5, warmup_episodes=1, seed=0, restart_patience=2)
-    sigmas = []
-    for episode in range(7):
-        sigmas.append(noise.sigma)
-        if episode == 3:
-            noise.mark_best()
-        noise.reset()
-    # Decay from episode 1; no best by episode 3 restarts it; the best in episode 3 delays the next restart to 6.
-    assert sigmas == pytest.approx([1.0, 1.0, 0.5, 1.0, 0.5, 0.25, 1.0])
-
-
-def test_snapped_episodes_play_whole_level_positions(digits_problem):
-    env = ChannelBitsEnv(digits_problem)
-    agent = make_agent(env, AgentSettings(net_arch=(8,), noise_sigma=1e-3, snap_share=0.5), env.n_steps, seed=0)
-    agent.explore_from_policy = True
-    obs, _ = env.reset()
-    agent._last_obs = obs[None]
-    whole = 2.0 * np.arange(len(env.bit_widths)) / (len(env.bit_widths) - 1) - 1.0
-    for episode in range(4):
-        agent._episode_num = episode
-        action, stored = agent._sample_action(learning_starts=0, action_noise=agent.action_noise)
-        np.testing.assert_allclose(action, stored, atol=1e-6)
-        snapped = bool(np.isclose(whole, stored[0, 0], atol=1e-6).any())
-        assert snapped == (episode % 2 == 1)
-
-
 def test_actor_learns_slower_than_critic(digits_problem):
     env = ChannelBitsEnv(digits_problem)
     agent = make_agent(env, AgentSettings(net_arch=(8,)), env.n_steps, seed=0)
@@ -61,7 +34,7 @@ def test_warm_up_random_share_is_spread_evenly(digits_problem, share, random_epi
     chosen = []
     for episode in range(8):
         agent._episode_num = episode
-        if agent._chosen_episode(share):
+        if agent._random_episode():
             chosen.append(episode)
     assert chosen == random_episodes
 
