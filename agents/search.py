@@ -7,6 +7,8 @@ Files in the output directory:
     replay_buffer.pkl   the agent's replay buffer, with policy.zip, for --resume
     state.json          the search record and settings, with policy.zip, for --resume
     tb/                 TensorBoard event files: search/* per episode (ours), DDPG_*/train/* losses (SB3)
+    coarse/             with `AgentSettings.coarse_share`: the layer-wise first phase, a search of its own with
+                        the same files (its episodes are also in the main record, as the first ones)
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from cwhawq.result import build_result
 from cwhawq.settings import SearchSettings
 from cwhawq.tracking import SearchRecord, write_json_atomic
 from envs.channel_bits_env import ChannelBitsEnv
+
+#: Sub-directory of a search's output that holds its layer-wise (coarse) phase.
+COARSE_DIR = "coarse"
+#: The coarse phase starts from the best layer-wise baseline, as the layer-wise DDPG does.
+COARSE_WARM_START = "ilp-layer"
 
 
 def rollout(model: HaqDDPG, env: ChannelBitsEnv) -> dict[str, Any]:
@@ -57,6 +64,11 @@ def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any
 class SearchRun:
     """A search writing into `settings.out_dir`: new, resumed from the last checkpoint there, or fine-tuned.
 
+    With `settings.agent.coarse_share` > 0, a new channel-granularity search first runs a layer-wise search (one
+    bit-width per layer, HAQ's space) for that share of the episodes in `out/coarse`; its episodes join this
+    search's record and its best assignment joins the warm-start candidates, so the channel-wise search starts
+    from the best layer-wise assignment found. Interrupting either phase and resuming continues where it stopped.
+
     Args:
         problem: what to quantize.
         settings: the run's settings; `settings.resume` continues the search saved in `settings.out`.
@@ -66,7 +78,8 @@ class SearchRun:
             bundle's own deterministic output is the first episode, so the result is never worse (on validation)
             than applying the policy zero-shot. With a warm start set, the baselines it names are evaluated on
             this problem too (one evaluation each), and the best of them and the policy's own output is cloned
-            into the actor, as in a fresh search. `settings.agent.net_arch` is set to the bundle's.
+            into the actor, as in a fresh search. `settings.agent.net_arch` is set to the bundle's. A fine-tune
+            has no coarse phase.
     """
 
     def __init__(
@@ -81,41 +94,78 @@ class SearchRun:
         self._unlogged: list[tuple[dict[str, Any], float]] = []
         self.out = settings.out_dir
         self.env = env if env is not None else ChannelBitsEnv(problem, action=settings.agent.action)
+        self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
+        self.final_outcome: tuple[dict[str, Any], float] | None = None
+        self.coarse: SearchRun | None = None
+        share = settings.agent.coarse_share
+        if not 0.0 <= share < 1.0:
+            raise CwhawqError(f"coarse share {share} is outside [0, 1); pass a share of the episodes such as 0.33")
+        with_coarse = share > 0 and start_from is None and self.env.granularity == "channel"
         state_path = self.out / "state.json"
         if settings.resume:
-            if not state_path.is_file():
-                raise CwhawqError(f"nothing to resume in {self.out} (no state.json); drop --resume to start anew")
-            state = json.loads(state_path.read_text())
-            saved_problem = state["settings"]["problem"]
-            current = json.loads(json.dumps(settings.to_dict()["problem"]))
-            if saved_problem != current:
-                differing = sorted(k for k in current if current[k] != saved_problem.get(k))
-                raise CwhawqError(
-                    f"{self.out} holds a search with other settings ({', '.join(differing)}); "
-                    "use the same settings to resume, or another --out"
-                )
-            self.record = SearchRecord.from_dict(state["record"])
-            self.model, _ = load_bundle(self.out / "policy.zip", self.env)
-            self.model.load_replay_buffer(self.out / "replay_buffer.pkl")
-        else:
-            if state_path.exists() or (self.out / "result.json").exists():
-                raise CwhawqError(f"{self.out} already holds a search; pass --resume to continue it or another --out")
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.record = SearchRecord()
-            if start_from is None:
-                self.model = make_agent(
-                    self.env, settings.agent, self.env.n_steps, settings.seed, tensorboard_log=str(self.out / "tb")
-                )
-                if settings.agent.warm_start:
-                    self._unlogged = warm_start(self.model, self.env, settings.agent.warm_start)
-                    for info, reward in self._unlogged:
-                        self.record.add(info, reward)
-                    self.save_best()
+            if state_path.is_file():
+                self._resume(state_path)
+            elif with_coarse and (self.out / COARSE_DIR / "state.json").is_file():
+                self.coarse = self._coarse_run()
             else:
-                self._start_fine_tune(Path(start_from))
-        self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
+                raise CwhawqError(f"nothing to resume in {self.out} (no state.json); drop --resume to start anew")
+            return
+        if state_path.exists() or (self.out / "result.json").exists():
+            raise CwhawqError(f"{self.out} already holds a search; pass --resume to continue it or another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if with_coarse:
+            self.coarse = self._coarse_run()
+        elif start_from is None:
+            self._start(SearchRecord())
+        else:
+            self._start_fine_tune(Path(start_from))
+
+    def _resume(self, state_path: Path) -> None:
+        state = json.loads(state_path.read_text())
+        saved_problem = state["settings"]["problem"]
+        current = json.loads(json.dumps(self.settings.to_dict()["problem"]))
+        if saved_problem != current:
+            differing = sorted(k for k in current if current[k] != saved_problem.get(k))
+            raise CwhawqError(
+                f"{self.out} holds a search with other settings ({', '.join(differing)}); "
+                "use the same settings to resume, or another --out"
+            )
+        self.record = SearchRecord.from_dict(state["record"])
+        self.model, _ = load_bundle(self.out / "policy.zip", self.env)
+        self.model.load_replay_buffer(self.out / "replay_buffer.pkl")
+
+    def _coarse_run(self) -> SearchRun:
+        """The layer-wise first phase (new, or resumed when `settings.resume`), on its share of the episodes."""
+        agent = self.settings.agent
+        coarse_agent = dataclasses.replace(
+            agent, coarse_share=0.0, warm_start=COARSE_WARM_START if agent.warm_start else None
+        )
+        coarse_settings = dataclasses.replace(
+            self.settings,
+            agent=coarse_agent,
+            episodes=max(1, round(agent.coarse_share * self.settings.episodes)),
+            out=str(self.out / COARSE_DIR),
+        )
+        return SearchRun(self.problem, coarse_settings, env=ChannelBitsEnv(self.problem, granularity="layer"))
+
+    def _start(self, record: SearchRecord) -> None:
+        """A new agent; with a warm start, the best baseline (or best of `record`, an earlier phase) starts it."""
+        self.record = record
+        settings = self.settings
+        self.model = make_agent(
+            self.env, settings.agent, self.env.n_steps, settings.seed, tensorboard_log=str(self.out / "tb")
+        )
+        if settings.agent.warm_start:
+            known = []
+            if record.best_assignment is not None:
+                known = [({"assignment": record.best_assignment, "val_accuracy": record.best_val_accuracy}, 0.0)]
+            self._unlogged = warm_start(self.model, self.env, settings.agent.warm_start, known=known)
+            for info, reward in self._unlogged:
+                self.record.add(info, reward)
+            self.save_best()
 
     def _start_fine_tune(self, bundle: Path) -> None:
+        self.record = SearchRecord()
         source, _ = load_bundle(bundle, self.env)
         # A fresh agent on this run's settings and schedule, with the bundle's actor (and so its network shape).
         # Only the actor carries over: the critic's values are another model's accuracies, and a transferred
@@ -150,8 +200,19 @@ class SearchRun:
     def run(self, episodes: int | None = None) -> dict[str, Any]:
         """Train until `episodes` (default: the settings') episodes are recorded; return the result document.
 
-        Ctrl-C or an exception stops the search early; the checkpoint and result.json are still written.
+        Ctrl-C or an exception stops the search early; the checkpoint and result.json are still written. A
+        search interrupted in its coarse phase writes that phase's result (its best assignment so far) as
+        result.json.
         """
+        if self.coarse is not None:
+            coarse_result = self.coarse.run()
+            if coarse_result["search"]["interrupted"]:
+                write_json_atomic(self.out / "result.json", coarse_result)
+                return coarse_result
+            record = SearchRecord.from_dict(self.coarse.record.to_dict())
+            record.add(*self.coarse.final_outcome)
+            self.coarse = None
+            self._start(record)
         target = self.settings.episodes if episodes is None else episodes
         remaining = max(target - self.record.episodes, 0)
         callback = SearchCallback(
@@ -188,7 +249,8 @@ class SearchRun:
         """
         if self.record.best_assignment is None:
             raise CwhawqError("the search stopped before its first episode ended; run it again with --resume")
-        final = rollout(self.model, self.env)
+        self.final_outcome = rollout_with_reward(self.model, self.env)
+        final = self.final_outcome[0]
         best: Assignment = self.record.best_assignment
         if final["val_accuracy"] > self.record.best_val_accuracy:
             best = final["assignment"]

@@ -89,6 +89,7 @@ def _search(args: argparse.Namespace) -> None:
             warm_start=None if args.warm_start == "none" else args.warm_start,
             action=args.action,
             imitate_best=args.imitate_best,
+            coarse_share=args.coarse_share,
         ),
         episodes=args.episodes,
         seed=args.seed,
@@ -99,7 +100,7 @@ def _search(args: argparse.Namespace) -> None:
     problem = build_problem(problem_cfg, progress=settings.progress)
     result = SearchRun(problem, settings).run()
     print(format_summary(result))
-    print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir / 'tb'}")
+    print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir}")
     _exit_if_interrupted(result)
 
 
@@ -209,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=AgentSettings.imitate_best,
         help="clone every new best episode into the actor, so that exploration follows the best found (default)",
+    )
+    group.add_argument(
+        "--coarse-share",
+        type=float,
+        default=AgentSettings.coarse_share,
+        help="share of the episodes spent on a layer-wise search first, whose best starts the channel-wise search",
     )
     group.add_argument("--out", help="output directory (default runs/search_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the search saved in --out")

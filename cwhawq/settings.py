@@ -32,7 +32,9 @@ class AgentSettings:
     see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. The agent trains once per
     episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1). With
     `imitate_best`, every new best episode is cloned into the actor (self-imitation), so that exploration
-    follows the best assignment found so far.
+    follows the best assignment found so far. With `coarse_share` > 0, a channel-granularity search spends that
+    share of its episodes on a layer-wise search first, whose best assignment starts the channel-wise search
+    (coarse to fine; agents/search.py).
     """
 
     warmup_episodes: int = 20
@@ -50,6 +52,7 @@ class AgentSettings:
     action: str = "level"
     updates_per_step: int = 1
     imitate_best: bool = True
+    coarse_share: float = 0.0
 
 
 @dataclass

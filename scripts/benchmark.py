@@ -299,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=AgentSettings.imitate_best,
         help="clone every new best episode into the actor (self-imitation)",
     )
+    parser.add_argument(
+        "--coarse-share",
+        type=float,
+        default=AgentSettings.coarse_share,
+        help="share of a channel-wise search's episodes spent on a layer-wise search first",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = BenchmarkConfig()
@@ -310,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         warmup_random_share=args.warmup_random_share,
         updates_per_step=args.updates_per_step,
         imitate_best=args.imitate_best,
+        coarse_share=args.coarse_share,
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10

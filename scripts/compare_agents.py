@@ -76,6 +76,17 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         " --budgets 3.0 --snap-share 0.5 --out docs/benchmark/snap_share_0.5, then the same with --models lenet5 --budgets 2.25",
         "ddpg-channel",
     ),
+    "coarse to fine, a third of the episodes layer-wise": (
+        "docs/benchmark/coarse_share_0.33/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.33 --out docs/benchmark/coarse_share_0.33",
+        "ddpg-channel",
+    ),
+    "coarse to fine, 15% of the episodes layer-wise": (
+        "docs/benchmark/coarse_share_0.15/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini lenet5"
+        " --out docs/benchmark/coarse_share_0.15",
+        "ddpg-channel",
+    ),
 }
 
 #: Fine-tune variants of the transfer benchmark (policy-finetune rows), same layout.

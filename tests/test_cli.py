@@ -74,6 +74,7 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
         (["--budget-bits", "32"], "FP32"),
         (["--model", "tests.toy_models:no_layers", "--dataset", "digits"], "quantizable"),
         (["--bits", "1", "4"], "[2, 16]"),
+        (["--coarse-share", "1.5"], "coarse share"),
     ],
 )
 def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message):

@@ -161,12 +161,13 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
     ]
     settings = SearchSettings(
         problem=small_settings(tmp_path),
-        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32), coarse_share=0.5),
         episodes=9,
         out=str(tmp_path / "ft"),
         progress=False,
     )
     run = SearchRun(digits_problem, settings, start_from=path)
+    assert run.coarse is None  # a fine-tune starts from the policy, not from a layer-wise phase
     # Zero-shot rollout, the baselines, then the best of them replayed as an episode and cloned into the actor.
     assert run.record.episodes == 1 + len(DETERMINISTIC_METHODS) + 1
     assert run.record.best_val_accuracy >= max(zero_shot, *baselines)

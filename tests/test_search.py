@@ -139,3 +139,78 @@ def test_imitate_best_clones_each_new_best_episode(digits_problem, tmp_path, mon
         obs, _, _, _, info = env.step(action)
     for name, bits in run.record.best_assignment.items():
         assert np.array_equal(info["assignment"][name], bits), name
+
+
+def coarse_settings_for(out, episodes, coarse_share=0.5, resume=False):
+    settings = settings_for(out, episodes, resume=resume)
+    settings.agent.coarse_share = coarse_share
+    return settings
+
+
+def test_coarse_phase_starts_the_channel_search(digits_problem, tmp_path, monkeypatch):
+    from agents import search
+
+    starts = []
+    original_warm_start = search.warm_start
+
+    def recording_warm_start(model, env, start, known=()):
+        starts.append(list(known))
+        return original_warm_start(model, env, start, known=known)
+
+    monkeypatch.setattr(search, "warm_start", recording_warm_start)
+    out = tmp_path / "run"
+    run = SearchRun(digits_problem, coarse_settings_for(out, episodes=16))
+    result = run.run()
+    coarse = json.loads((out / "coarse" / "result.json").read_text())
+    assert coarse["method"] == "ddpg-layer" and coarse["search"]["episodes"] == 8
+    assert all(len(set(layer["bits"])) == 1 for layer in coarse["layers"])
+    # The coarse phase's episodes and its final rollout are the first of the search's evaluations.
+    assert result["method"] == "ddpg-channel"
+    assert result["search"]["episodes"] == 16
+    assert result["search"]["best_val_accuracy_curve"][:8] == coarse["search"]["best_val_accuracy_curve"]
+    assert run.record.history[8]["val_accuracy"] == coarse["search"]["final_policy_val_accuracy"]
+    # The channel-wise warm start knows the coarse phase's best (a layer-wise assignment) besides the baselines.
+    coarse_start, channel_start = starts
+    assert coarse_start == []
+    (known_info, _), = channel_start
+    assert known_info["val_accuracy"] == max(h["val_accuracy"] for h in run.record.history[:9])
+    assert all(len(set(bits.tolist())) == 1 for bits in known_info["assignment"].values())
+    assert result["accuracy"]["quantized_val"] >= coarse["accuracy"]["quantized_val"]
+    events = EventAccumulator(str(out / "coarse" / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [v.step for v in events.Scalars("search/val_accuracy")] == list(range(8))
+
+
+def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    layer_episodes = []
+    original_finish = ChannelBitsEnv._finish
+
+    def finish_then_interrupt(env):
+        outcome = original_finish(env)
+        if env.granularity == "layer":
+            layer_episodes.append(outcome)
+            if len(layer_episodes) == 4:
+                raise KeyboardInterrupt
+        return outcome
+
+    monkeypatch.setattr(ChannelBitsEnv, "_finish", finish_then_interrupt)
+    interrupted = SearchRun(digits_problem, coarse_settings_for(out, episodes=16)).run()
+    assert interrupted["search"]["interrupted"] and interrupted["method"] == "ddpg-layer"
+    # The layer-wise baseline, its replay and two agent episodes; the fourth env episode was interrupted.
+    assert interrupted["search"]["episodes"] == 4
+    assert json.loads((out / "result.json").read_text()) == json.loads(json.dumps(interrupted))
+    with pytest.raises(CwhawqError, match="--resume"):
+        SearchRun(digits_problem, coarse_settings_for(out, episodes=16))
+
+    monkeypatch.setattr(ChannelBitsEnv, "_finish", original_finish)
+    resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=16, resume=True)).run()
+    assert not resumed["search"]["interrupted"] and resumed["method"] == "ddpg-channel"
+    assert resumed["search"]["episodes"] == 16
+    assert resumed["search"]["best_val_accuracy_curve"][:4] == interrupted["search"]["best_val_accuracy_curve"]
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_coarse_share_outside_unit_interval_is_refused(digits_problem, tmp_path, share):
+    with pytest.raises(CwhawqError, match="coarse share"):
+        SearchRun(digits_problem, coarse_settings_for(tmp_path / "run", episodes=4, coarse_share=share))
