@@ -66,8 +66,8 @@ class SearchRun:
 
     With `settings.agent.coarse_share` > 0, a new channel-granularity search first runs a layer-wise search (one
     bit-width per layer, HAQ's space) for that share of the episodes in `out/coarse`; its episodes join this
-    search's record and its best assignment joins the warm-start candidates, so the channel-wise search starts
-    from the best layer-wise assignment found. Interrupting either phase and resuming continues where it stopped.
+    search's record and its best assignment joins the warm-start candidates (the channel-wise search starts from
+    the best of them on validation). Interrupting either phase and resuming continues where it stopped.
 
     Args:
         problem: what to quantize.
@@ -209,7 +209,7 @@ class SearchRun:
             if coarse_result["search"]["interrupted"]:
                 write_json_atomic(self.out / "result.json", coarse_result)
                 return coarse_result
-            record = SearchRecord.from_dict(self.coarse.record.to_dict())
+            record = self.coarse.record
             record.add(*self.coarse.final_outcome)
             self.coarse = None
             self._start(record)
