@@ -33,8 +33,8 @@ class AgentSettings:
     episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1). With
     `imitate_best`, every new best episode is cloned into the actor (self-imitation), so that exploration
     follows the best assignment found so far. With `coarse_share` > 0, a channel-granularity search spends that
-    share of its episodes on a layer-wise search first, whose best assignment starts the channel-wise search
-    (coarse to fine; agents/search.py).
+    share of its episodes on a layer-wise search first, whose best assignment joins the channel-wise search's
+    warm-start candidates (coarse to fine; agents/search.py).
     """
 
     warmup_episodes: int = 20
