@@ -46,6 +46,21 @@ def clone_actions(model: HaqDDPG, observations: np.ndarray, actions: np.ndarray,
     return loss.item()
 
 
+Step = tuple[np.ndarray, np.ndarray, float, bool, dict[str, Any]]
+
+
+def play_actions(env: ChannelBitsEnv, actions: Sequence[np.ndarray]) -> list[Step]:
+    """Play `actions` as one episode of `env` (evaluated at its end): (obs, next_obs, reward, terminated, info) of
+    every step."""
+    steps = []
+    obs, _ = env.reset()
+    for action in actions:
+        next_obs, reward, terminated, _, info = env.step(action)
+        steps.append((obs, next_obs, float(reward), bool(terminated), info))
+        obs = next_obs
+    return steps
+
+
 def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[tuple[dict[str, Any], float]]:
     """Evaluate the named baseline, or every deterministic baseline for "best"; (info, reward) of each."""
     names = list(DETERMINISTIC_METHODS) if warm_start == BEST else [warm_start]
@@ -65,15 +80,12 @@ def warm_start(
     outcomes = [*known, *baselines]
     assignment = max(outcomes, key=lambda outcome: outcome[0]["val_accuracy"])[0]["assignment"]
     actions = env.actions_for(assignment)
-    observations = []
-    obs, _ = env.reset()
-    for action in actions:
-        next_obs, reward, terminated, _, info = env.step(action)
+    steps = play_actions(env, actions)
+    for (obs, next_obs, reward, terminated, info), action in zip(steps, actions):
         model.replay_buffer.add(
             obs[None], next_obs[None], action[None], np.array([reward]), np.array([terminated]), [info]
         )
-        observations.append(obs)
-        obs = next_obs
-    clone_actions(model, np.stack(observations), np.stack(actions))
+    clone_actions(model, np.stack([step[0] for step in steps]), np.stack(actions))
     model.explore_from_policy = True
+    _, _, reward, _, info = steps[-1]
     return [*baselines, (info, reward)]

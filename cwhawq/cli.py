@@ -1,7 +1,9 @@
 """The `cwhawq` command: `search` trains the agent on a model, `apply` reuses a saved policy on another,
-`baseline` runs a baseline method (uniform, HAWQ-V2, ILPs, greedy, random search) on the same problem.
+`distill` clones the results of several runs into one policy, `baseline` runs a baseline method (uniform,
+HAWQ-V2, ILPs, greedy, random search) on the same problem.
 
-`scripts/train_agent.py` and `scripts/apply_policy.py` are the same as `cwhawq search` and `cwhawq apply`.
+`scripts/train_agent.py`, `scripts/apply_policy.py` and `scripts/distill_policy.py` are the same as
+`cwhawq search`, `cwhawq apply` and `cwhawq distill`.
 
 Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2. Ctrl-C
 ends with status 130; an interrupted search writes its result first.
@@ -152,6 +154,21 @@ def _apply(args: argparse.Namespace) -> None:
     _exit_if_interrupted(result, resumable=False)
 
 
+def _distill(args: argparse.Namespace) -> None:
+    from agents.distill import distill_runs
+
+    out = Path(args.out)
+    trained_on = distill_runs(
+        args.runs, out, AgentSettings(action=args.action), args.seed, args.cache_dir, progress=not args.quiet
+    )
+    models = sorted({source["model"] for source in trained_on["distilled_from"]})
+    print(
+        f"distilled {len(args.runs)} runs ({trained_on['layers']} layer steps; models: {', '.join(models)}) "
+        f"into {out / 'policy.zip'}; fit error {trained_on['fit_mse']:.4f} (mean squared, in action units)"
+    )
+    print(f"use it: cwhawq apply --policy {out / 'policy.zip'} --model ... --budget-bits ...")
+
+
 def _baseline(args: argparse.Namespace) -> None:
     from agents.random_search import random_search
     from cwhawq.baselines import run_method
@@ -230,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--out", help="output directory (default runs/apply_<model>_<budget>_s<seed>)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     apply.set_defaults(handler=_apply)
+
+    distill = commands.add_parser(
+        "distill", help="clone the best assignments of several finished runs into one policy (multi-source)"
+    )
+    distill.add_argument("runs", nargs="+", type=Path, help="output directories (or result.json files) of runs")
+    distill.add_argument("--out", required=True, help="directory for the distilled policy.zip")
+    distill.add_argument("--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action")
+    distill.add_argument("--seed", type=int, default=0, help="seeds the actor's initialisation")
+    distill.add_argument("--cache-dir", help="cache of built-in models and traces (default: what each run used)")
+    distill.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    distill.add_argument("--quiet", action="store_true", help="no progress bars")
+    distill.set_defaults(handler=_distill)
 
     baseline = commands.add_parser("baseline", help="run a baseline method on the same problem and cost model")
     add_problem_arguments(baseline)

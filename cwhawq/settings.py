@@ -71,6 +71,14 @@ class ProblemSettings:
     cache_dir: str | None = None
     traces: TraceSettings = field(default_factory=TraceSettings)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProblemSettings:
+        """Rebuild settings recorded in a `result.json` (the inverse of `dataclasses.asdict`)."""
+        values = dict(data)
+        values["bit_widths"] = tuple(values.get("bit_widths", DEFAULT_BIT_WIDTHS))
+        values["traces"] = TraceSettings(**values.get("traces", {}))
+        return cls(**values)
+
 
 @dataclass
 class SearchSettings:

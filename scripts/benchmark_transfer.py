@@ -2,9 +2,13 @@
 
     python scripts/benchmark_transfer.py             # source digits_cnn -> lenet5, resnet_mini; after benchmark.py
     python scripts/benchmark_transfer.py --quick --out DIR
+    python scripts/benchmark_transfer.py --distill-from A B C --targets A B C   # multi-source, leave one out
 
 For each budget and seed: a search on the source model (the main benchmark's episodes) saves a policy; on each
-target it is applied zero-shot (one deterministic rollout) and fine-tuned for a third of those episodes. The table
+target it is applied zero-shot (one deterministic rollout) and fine-tuned for a third of those episodes. With
+`--distill-from`, every listed model is searched at every budget and seed, and for each target and seed one policy
+is distilled (`agents.distill`) from the searches of all the other listed models, at every budget and seed (the
+seed only changes the actor's initialisation); it is applied to the target at each budget as above. The table
 sets these beside the target's from-scratch channel-wise DDPG, uniform and greedy rows from the main benchmark's
 `results.jsonl` (run `scripts/benchmark.py` first with the same --out). Test accuracy is measured once per run on
 the held-out split. Rows are appended to `transfer.jsonl` as they finish; an interrupted run resumes. Policies and
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 from benchmark import load_rows, write_section
 
+from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
 from agents.search import SearchRun, rollout
 from cwhawq.problem import QuantProblem, build_problem
@@ -37,10 +42,9 @@ REFERENCE_METHODS = ("uniform", "greedy-channel", "ddpg-channel")
 
 
 def source_policy(
-    source: QuantProblem, model: str, budget: float, seed: int, episodes: int, work: Path, agent: AgentSettings
+    source: QuantProblem, model: str, budget: float, seed: int, episodes: int, run_dir: Path, agent: AgentSettings
 ) -> Path:
-    """Train (or reuse) the source model's policy for one budget and seed; return its bundle path."""
-    run_dir = work / "policies" / f"{budget}_s{seed}"
+    """Train (or reuse) the source model's policy for one budget and seed in `run_dir`; return its bundle path."""
     if not (run_dir / "result.json").is_file():
         settings = SearchSettings(
             problem=ProblemSettings(model=model, budget_bits=budget),
@@ -91,6 +95,25 @@ def transfer_rows(
     return records
 
 
+def distilled_policy(
+    target: str,
+    seed: int,
+    sources: Sequence[str],
+    budgets: Sequence[float],
+    seeds: int,
+    work: Path,
+    agent: AgentSettings,
+    cache_dir: str | None,
+) -> Path:
+    """The policy distilled for `target` and `seed` from the other sources' searches (all budgets and seeds)."""
+    out = work / "distilled" / f"{target}_s{seed}"
+    if not (out / "policy.zip").is_file():
+        runs = [work / "sources" / f"{model}_{b}_s{s}" for model in sources if model != target
+                for b in budgets for s in range(seeds)]  # fmt: skip
+        distill_runs(runs, out, agent, seed, cache_dir)
+    return out / "policy.zip"
+
+
 def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: str, source: str) -> str:
     """Markdown: per target and budget, zero-shot, fine-tune and the references (test accuracy mean ± std)."""
     lines = [
@@ -135,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--reference", type=Path, help="main benchmark rows to compare (default OUT/results.jsonl)")
     parser.add_argument("--section", default="transfer", help="name of the Markdown markers to write between")
     parser.add_argument("--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action")
+    parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     agent = AgentSettings(action=args.action)
@@ -156,14 +180,30 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             problems[(model, budget)] = build_problem(settings, progress=False)
         return problems[(model, budget)]
 
+    if args.distill_from:
+        source = f"{', '.join(args.distill_from)}, the target left out (distilled from every budget and seed)"
+        searches = [(m, b, s) for m in args.distill_from for b in args.budgets for s in range(args.seeds)]
+        for model, budget, seed in progress_bar(searches, desc="source searches", unit="run"):
+            run_dir = work / "sources" / f"{model}_{budget}_s{seed}"
+            source_policy(problem(model, budget), model, budget, seed, args.episodes, run_dir, agent)
+    else:
+        source = args.source
     for budget, seed, target in progress_bar(jobs, desc="transfer", unit="run"):
-        policy = source_policy(problem(args.source, budget), args.source, budget, seed, args.episodes, work, agent)
+        if args.distill_from:
+            policy = distilled_policy(
+                target, seed, args.distill_from, args.budgets, args.seeds, work, agent, args.cache_dir
+            )
+        else:
+            run_dir = work / "policies" / f"{budget}_s{seed}"
+            policy = source_policy(
+                problem(args.source, budget), args.source, budget, seed, args.episodes, run_dir, agent
+            )
         new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work, agent)
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new
     command = " ".join(["python scripts/benchmark_transfer.py", *(sys.argv[1:] if argv is None else argv)])
-    section = table(rows, load_rows(args.reference or args.out / "results.jsonl"), command, args.source)
+    section = table(rows, load_rows(args.reference or args.out / "results.jsonl"), command, source)
     write_section(markdown, section, name=args.section, title="Policy transfer")
     print(section)
     return rows

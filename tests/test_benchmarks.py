@@ -14,6 +14,8 @@ import benchmark  # noqa: E402
 import benchmark_transfer  # noqa: E402
 import choose_bit_widths  # noqa: E402
 
+from agents.policy_bundle import read_metadata  # noqa: E402
+
 ALL_METHODS = [*benchmark.DETERMINISTIC_METHODS, *benchmark.STOCHASTIC_METHODS]
 
 
@@ -60,6 +62,18 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
     assert "<!-- benchmark:start -->" in text  # the method comparison is kept
     assert json.loads((out / "transfer.jsonl").read_text().splitlines()[0])["model"] == "digits_cnn"
+
+
+def test_quick_distilled_transfer(cache_dir, tmp_path):
+    out = tmp_path / "distilled"
+    argv = ["--quick", "--distill-from", "mlp1d", "--targets", "digits_cnn", "--out", str(out),
+            "--cache-dir", str(cache_dir)]  # fmt: skip
+    rows = benchmark_transfer.main(argv)
+    assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
+    assert all(row["within_budget"] for row in rows)
+    trained_on = read_metadata(out / "work" / "distilled" / "digits_cnn_s0" / "policy.zip")["trained_on"]
+    assert [source["model"] for source in trained_on["distilled_from"]] == ["mlp1d"]
+    assert "mlp1d, the target left out" in (out / "BENCHMARKS.md").read_text()
 
 
 def test_bench_search_quick(cache_dir, capsys):

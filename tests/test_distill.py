@@ -1,0 +1,118 @@
+"""Distillation: one policy cloned from several finished runs, on several architectures and budgets."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from agents.distill import distill_policy, distill_runs, load_source_run
+from agents.policy_bundle import load_bundle, read_metadata
+from agents.search import rollout
+from agents.warm_start import play_actions
+from cwhawq.baselines import run_method
+from cwhawq.cli import main
+from cwhawq.errors import CwhawqError
+from cwhawq.settings import AgentSettings
+from envs.channel_bits_env import ChannelBitsEnv
+
+AGENT = AgentSettings(net_arch=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def source_runs(cache_dir, tmp_path_factory):
+    """Two finished runs on two architectures and budgets: the greedy on the digits CNN and on a toy MLP."""
+    root = tmp_path_factory.mktemp("sources")
+    runs = []
+    for model, budget in (("digits_cnn", "2.5"), ("tests.toy_models:digits_mlp", "3.0")):
+        out = root / model.replace(":", "_")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the toy MLP has random weights: the near-chance warning is expected
+            status = main(
+                ["baseline", "--method", "greedy-channel", "--model", model, "--dataset", "digits",
+                 "--budget-bits", budget, "--cache-dir", str(cache_dir), "--trace-probes", "4",
+                 "--trace-batches", "1", "--out", str(out), "--quiet"]
+            )  # fmt: skip
+        assert status == 0
+        runs.append(out)
+    return runs
+
+
+def test_distilled_actor_reproduces_its_source(digits_problem):
+    env = ChannelBitsEnv(digits_problem)
+    assignment = run_method(digits_problem, "greedy-channel")
+    model, error = distill_policy([(env, assignment)], AGENT, seed=0)
+    assert error < 1e-3
+    obs, _ = env.reset()
+    for expected in env.actions_for(assignment):
+        action, _ = model.predict(obs, deterministic=True)
+        assert np.allclose(action, expected, atol=0.05)
+        obs, *_ = env.step(expected)
+
+
+def test_runs_with_other_bit_widths_are_refused(digits_problem):
+    env = ChannelBitsEnv(digits_problem)
+    shares = ChannelBitsEnv(digits_problem, action="shares")
+    assignment = run_method(digits_problem, "uniform")
+    with pytest.raises(CwhawqError, match="run 2 has action=shares but run 1 has action=level"):
+        distill_policy([(env, assignment), (shares, assignment)], AGENT, seed=0)
+    with pytest.raises(CwhawqError, match="at least one run"):
+        distill_policy([], AGENT, seed=0)
+
+
+def test_distill_runs_writes_a_bundle_that_applies_to_both_sources(source_runs, cache_dir, tmp_path):
+    trained_on = distill_runs(source_runs, tmp_path, AGENT, seed=0, cache_dir=str(cache_dir))
+    metadata = read_metadata(tmp_path / "policy.zip")
+    assert metadata["trained_on"] == json.loads(json.dumps(trained_on))
+    assert [source["model"] for source in trained_on["distilled_from"]] == ["digits_cnn", "tests.toy_models:digits_mlp"]
+    assert [round(source["budget_avg_bits"], 2) for source in trained_on["distilled_from"]] == [2.5, 3.0]
+    for run in source_runs:
+        source = load_source_run(run, str(cache_dir))
+        env = ChannelBitsEnv(source.problem)
+        model, _ = load_bundle(tmp_path / "policy.zip", env)
+        demonstration = env.actions_for(source.assignment)
+        observations = [step[0] for step in play_actions(env, demonstration)]
+        predicted, _ = model.predict(np.stack(observations), deterministic=True)
+        assert np.abs(predicted - np.stack(demonstration)).max() < 0.1
+        assignment = rollout(model, env)["assignment"]
+        assert source.problem.size_bits(assignment) <= source.problem.budget.total_bits
+
+
+def test_distilled_is_deterministic_under_a_seed(source_runs, cache_dir, tmp_path):
+    first = distill_runs(source_runs, tmp_path / "a", AGENT, seed=3, cache_dir=str(cache_dir))
+    second = distill_runs(source_runs, tmp_path / "b", AGENT, seed=3, cache_dir=str(cache_dir))
+    assert first["fit_mse"] == second["fit_mse"]
+
+
+def test_distill_command_then_apply(capsys, source_runs, cache_dir, tmp_path):
+    out = tmp_path / "distilled"
+    status = main(["distill", *map(str, source_runs), "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "distilled 2 runs" in captured.out and "digits_cnn, tests.toy_models:digits_mlp" in captured.out
+    applied = tmp_path / "applied"
+    status = main(
+        ["apply", "--policy", str(out / "policy.zip"), "--cache-dir", str(cache_dir), "--trace-probes", "4",
+         "--trace-batches", "1", "--out", str(applied), "--quiet"]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    result = json.loads((applied / "result.json").read_text())
+    assert result["method"] == "policy-zero-shot"
+    assert len(result["policy"]["trained_on"]["distilled_from"]) == 2
+
+
+def test_bad_sources_give_one_line_errors(capsys, source_runs, cache_dir, tmp_path):
+    def error_of(*runs):
+        status = main(["distill", *map(str, runs), "--out", str(tmp_path / "out"), "--cache-dir", str(cache_dir)])
+        assert status == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        return err
+
+    assert "no result.json" in error_of(tmp_path / "missing")
+    (tmp_path / "other.json").write_text("{}")
+    assert "not a cwhawq result.json" in error_of(tmp_path / "other.json")
+    result = json.loads((source_runs[0] / "result.json").read_text())
+    result["layers"][0]["bits"] = result["layers"][0]["bits"][:-1]
+    (tmp_path / "cut.json").write_text(json.dumps(result))
+    assert "does not fit its rebuilt model" in error_of(tmp_path / "cut.json")
