@@ -36,6 +36,7 @@ class SearchCallback(BaseCallback):
     `earlier` holds (terminal info, reward) of evaluations already in the record but not yet logged (a warm
     start's); they are logged first, as the first episodes. With `imitate`, every episode that sets a new best
     is passed to it as (observations, actions), so that the actor can be pulled toward it (self-imitation).
+    `label` names the progress bar (a coarse-to-fine search shows "layer-wise search", then "channel-wise search").
 
     Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy,
     average bits, size in MB, best validation accuracy so far, exploration sigma; the per-layer average bits
@@ -54,6 +55,7 @@ class SearchCallback(BaseCallback):
         progress: bool = True,
         earlier: list[tuple[dict, float]] | None = None,
         imitate: Callable[[np.ndarray, np.ndarray], object] | None = None,
+        label: str = "search",
     ) -> None:
         super().__init__()
         self.earlier = earlier or []
@@ -66,6 +68,7 @@ class SearchCallback(BaseCallback):
         self.checkpoint_every = checkpoint_every
         self.progress = progress
         self.imitate = imitate
+        self.label = label
         self._episode: list[tuple[np.ndarray, np.ndarray]] = []
         self._writer: SummaryWriter | None = None
         self._bar: tqdm | None = None
@@ -73,7 +76,7 @@ class SearchCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._writer = SummaryWriter(str(self.tb_dir))
         self._bar = progress_bar(
-            total=self.total_episodes, initial=self.record.episodes, desc="search", unit="ep", disable=not self.progress
+            total=self.total_episodes, initial=self.record.episodes, desc=self.label, unit="ep", disable=not self.progress
         )
         first = self.record.episodes - len(self.earlier)
         for offset, (info, reward) in enumerate(self.earlier):

@@ -226,6 +226,7 @@ class SearchRun:
             progress=self.settings.progress,
             earlier=self._unlogged,
             imitate=partial(clone_actions, self.model) if self.settings.agent.imitate_best else None,
+            label=f"{self.env.granularity}-wise search",
         )
         interrupted = False
         try:

@@ -181,6 +181,15 @@ def test_coarse_phase_starts_the_channel_search(digits_problem, tmp_path, monkey
     assert [v.step for v in events.Scalars("search/val_accuracy")] == list(range(8))
 
 
+def test_progress_bars_name_each_phase(digits_problem, tmp_path, capsys):
+    settings = coarse_settings_for(tmp_path / "out", episodes=20)  # 10 + 1 layer-wise, 6 warm-start, 3 channel-wise
+    settings.progress = True
+    SearchRun(digits_problem, settings).run()
+    err = capsys.readouterr().err
+    assert "layer-wise search:" in err and "channel-wise search:" in err
+    assert err.index("layer-wise search:") < err.index("channel-wise search:")
+
+
 def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch):
     out = tmp_path / "run"
     layer_episodes = []
