@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "level, best start, self-imitation (default)": (
         "docs/benchmark/results.jsonl",
-        "python scripts/benchmark.py",
+        "python scripts/benchmark.py --seeds 5",
         "ddpg-channel",
     ),
     "random search, shares": (
@@ -51,7 +51,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         "python scripts/benchmark.py --methods ddpg-channel random --action shares --out docs/benchmark/shares_action",
         "random",
     ),
-    "random search, level": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "random"),
+    "random search, level": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5", "random"),
     "level, 4 updates per step": (
         "docs/benchmark/updates_per_step_4/results.jsonl",
         "python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --updates-per-step 4"
@@ -84,10 +84,16 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "coarse to fine, 15% of the episodes layer-wise": (
         "docs/benchmark/coarse_share_0.15/results.jsonl",
         "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini lenet5"
-        " --out docs/benchmark/coarse_share_0.15",
+        " --out docs/benchmark/coarse_share_0.15, then the same with --models resnet_mini --seeds 5",
         "ddpg-channel",
     ),
 }
+
+DISTILLED_COMMAND = (
+    "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets digits_cnn lenet5"
+    " resnet_mini --out docs/benchmark/transfer_distilled --reference docs/benchmark/results.jsonl"
+    " --work runs/distilled --markdown docs/BENCHMARKS.md --section transfer-distilled"
+)
 
 #: Fine-tune variants of the transfer benchmark (policy-finetune rows), same layout.
 FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
@@ -126,6 +132,11 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
+    "distilled from the two other models, fine-tune": (
+        "docs/benchmark/transfer_distilled/transfer.jsonl",
+        DISTILLED_COMMAND,
+        "policy-finetune",
+    ),
     "offset from the greedy, fine-tune": (
         "docs/benchmark/offset_action/transfer.jsonl",
         "git checkout e623969 && python scripts/benchmark_transfer.py --action offset"
@@ -147,19 +158,36 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "python scripts/benchmark_transfer.py",
         "policy-zero-shot",
     ),
+    "distilled from the two other models, zero-shot": (
+        "docs/benchmark/transfer_distilled/transfer.jsonl",
+        DISTILLED_COMMAND,
+        "policy-zero-shot",
+    ),
     "offset from the greedy, zero-shot": (
         "docs/benchmark/offset_action/transfer.jsonl",
         "git checkout e623969 && python scripts/benchmark_transfer.py --action offset"
         " --out docs/benchmark/offset_action --reference docs/benchmark/results.jsonl",
         "policy-zero-shot",
     ),
-    "from scratch (300 evals, default)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py", "ddpg-channel"),
+    "from scratch (300 evals, default)": (
+        "docs/benchmark/results.jsonl",
+        "python scripts/benchmark.py --seeds 5",
+        "ddpg-channel",
+    ),
 }
+
+#: Every variant was run with these seeds; the main benchmark's rows (which have more) are restricted to them too,
+#: so that every column averages the same seeds.
+SEEDS = (0, 1, 2)
 
 
 def cell(rows: list[dict], model: str, budget: float, method: str) -> str:
     """'mean ± std' of test accuracy in %, or '-'."""
-    tests = [100 * r["test_accuracy"] for r in rows if (r["model"], r["budget"], r["method"]) == (model, budget, method)]
+    tests = [
+        100 * r["test_accuracy"]
+        for r in rows
+        if (r["model"], r["budget"], r["method"]) == (model, budget, method) and r["seed"] in SEEDS
+    ]
     if not tests:
         return "-"
     return f"{statistics.mean(tests):.2f} ± {statistics.stdev(tests) if len(tests) > 1 else 0.0:.2f}"
