@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from cwhawq.allocation import place_bits, trace_order
+from cwhawq.cost import layer_weight_bits
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings
 from envs.action_mapping import (
@@ -79,7 +80,8 @@ class ChannelBitsEnv(gym.Env):
         self._rest_min = rest * int(widths[0])
         self._rest_max = rest * int(widths[-1])
         self._pinned = self.problem.pinned_assignment()
-        pinned_cost = self.problem.size_bits(self._pinned) if self._pinned else 0
+        # Only the pinned layers: `size_bits` of this partial assignment would count every other layer as FP32.
+        pinned_cost = sum(layer_weight_bits(layer, None) for layer in self.problem.layers if layer.pinned_bits)
         # A budget above the all-highest cost cannot be used up; aim at what can be reached.
         reachable = pinned_cost + int(self._params_left[0]) * int(widths[-1])
         self._target = min(self.problem.budget.total_bits, reachable)

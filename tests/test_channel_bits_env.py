@@ -10,7 +10,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from cwhawq.baselines import run_method
+from cwhawq.problem import build_problem
 from envs.channel_bits_env import ChannelBitsEnv
+from tests.conftest import small_settings
 
 
 @pytest.fixture(scope="module", params=["level", "shares"])
@@ -64,6 +66,23 @@ def test_budget_holds_and_is_used(env, data):
     assert info["size_bits"] <= problem.budget.total_bits
     assert info["size_bits"] >= 0.98 * problem.budget.total_bits
     assert reward == pytest.approx(10 * (info["val_accuracy"] - info["fp_val_accuracy"]))
+
+
+@pytest.fixture(scope="module")
+def pinned_env(cache_dir):
+    problem = build_problem(small_settings(cache_dir, pin={"conv1": 8}), progress=False)
+    return ChannelBitsEnv(problem)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.floats(-1, 1), min_size=3, max_size=3))
+def test_pinned_layers_keep_their_bits_and_the_budget_holds(pinned_env, levels):
+    assert [layer.name for layer in pinned_env.layers] == ["conv2", "fc1", "fc2"]
+    _, info = run_episode(pinned_env, [np.array([level], dtype=np.float32) for level in levels])
+    problem = pinned_env.problem
+    assert np.all(info["assignment"]["conv1"] == 8)
+    assert problem.size_bits(info["assignment"]) == info["size_bits"]
+    assert 0.98 * problem.budget.total_bits <= info["size_bits"] <= problem.budget.total_bits
 
 
 def test_channels_get_bits_in_trace_order(env):
