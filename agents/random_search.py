@@ -6,6 +6,7 @@ trace-ranked allocation and evaluation, and differs only in how actions are chos
 
 from __future__ import annotations
 
+from cwhawq.errors import CwhawqError
 from cwhawq.problem import QuantProblem
 from cwhawq.progress import progress_bar
 from cwhawq.tracking import SearchRecord
@@ -24,6 +25,8 @@ def random_search(
 
     `granularity` and `action` define the environment's action space, as for the agent it is compared with.
     """
+    if evaluations < 1:
+        raise CwhawqError(f"random search needs at least 1 evaluation, not {evaluations}; pass e.g. --evaluations 300")
     env = ChannelBitsEnv(problem, granularity=granularity, action=action)
     env.action_space.seed(seed)
     record = SearchRecord()

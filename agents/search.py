@@ -61,6 +61,20 @@ def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any
     }
 
 
+def check_settings(settings: SearchSettings) -> None:
+    """Refuse settings a search cannot run with, in one line each (before any work is done)."""
+    agent = settings.agent
+    if settings.episodes < 1:
+        raise CwhawqError(f"episodes must be at least 1, not {settings.episodes}; pass e.g. --episodes 300")
+    if agent.warmup_episodes < 0:
+        raise CwhawqError(f"warm-up episodes must be 0 or more, not {agent.warmup_episodes}")
+    if not agent.noise_sigma >= 0:
+        raise CwhawqError(f"exploration noise sigma must be 0 or more, not {agent.noise_sigma}; the default is 0.5")
+    if not 0.0 <= agent.coarse_share < 1.0:
+        share = agent.coarse_share
+        raise CwhawqError(f"coarse share {share} is outside [0, 1); pass a share of the episodes such as 0.33")
+
+
 class SearchRun:
     """A search writing into `settings.out_dir`: new, resumed from the last checkpoint there, or fine-tuned.
 
@@ -97,10 +111,8 @@ class SearchRun:
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
         self.final_outcome: tuple[dict[str, Any], float] | None = None
         self.coarse: SearchRun | None = None
-        share = settings.agent.coarse_share
-        if not 0.0 <= share < 1.0:
-            raise CwhawqError(f"coarse share {share} is outside [0, 1); pass a share of the episodes such as 0.33")
-        with_coarse = share > 0 and start_from is None and self.env.granularity == "channel"
+        check_settings(settings)
+        with_coarse = settings.agent.coarse_share > 0 and start_from is None and self.env.granularity == "channel"
         state_path = self.out / "state.json"
         if settings.resume:
             if state_path.is_file():
@@ -111,7 +123,8 @@ class SearchRun:
                 raise CwhawqError(f"nothing to resume in {self.out} (no state.json); drop --resume to start anew")
             return
         if state_path.exists() or (self.out / "result.json").exists():
-            raise CwhawqError(f"{self.out} already holds a search; pass --resume to continue it or another --out")
+            hint = "pass --resume to continue it or another --out" if start_from is None else "pass another --out"
+            raise CwhawqError(f"{self.out} already holds a search; {hint}")
         self.out.mkdir(parents=True, exist_ok=True)
         if with_coarse:
             self.coarse = self._coarse_run()

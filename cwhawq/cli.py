@@ -137,6 +137,8 @@ def _apply(args: argparse.Namespace) -> None:
     if args.finetune_episodes > 0:
         result = SearchRun(problem, settings, start_from=args.policy).run()
     else:
+        if (settings.out_dir / "result.json").exists():
+            raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
         env = ChannelBitsEnv(problem, action=action)
         model, metadata = load_bundle(args.policy, env)
         info = rollout(model, env)

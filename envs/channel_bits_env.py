@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 from cwhawq.allocation import place_bits, trace_order
 from cwhawq.cost import layer_weight_bits
+from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings
 from envs.action_mapping import (
@@ -65,6 +66,16 @@ class ChannelBitsEnv(gym.Env):
         self.granularity = granularity
         self.action = action if granularity == "channel" else "layer"
         self.layers = self.problem.searchable
+        if not self.layers:
+            raise CwhawqError(
+                "every layer is pinned, so there is nothing to search; unpin a layer, or report the pinned "
+                "assignment with `cwhawq baseline --method uniform`"
+            )
+        if len(self.problem.bit_widths) < 2:
+            raise CwhawqError(
+                f"a search needs at least two candidate bit-widths, not {list(self.problem.bit_widths)}; pass more "
+                "--bits, or use `cwhawq baseline --method uniform` for a single width"
+            )
         widths = np.asarray(self.problem.bit_widths, dtype=np.int64)
         self.bit_widths = widths
         action_size = len(widths) if self.action == "shares" else 1

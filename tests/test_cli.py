@@ -86,6 +86,10 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
         (["--model", "tests.toy_models:no_layers", "--dataset", "digits"], "quantizable"),
         (["--bits", "1", "4"], "[2, 16]"),
         (["--coarse-share", "1.5"], "coarse share"),
+        (["--noise-sigma", "-1"], "noise sigma"),
+        (["--episodes", "0"], "episodes must be at least 1"),
+        (["--pin", "*=6", "--budget-bits", "7"], "every layer is pinned"),
+        (["--bits", "4", "--budget-bits", "4"], "at least two candidate bit-widths"),
     ],
 )
 def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message):
@@ -105,6 +109,22 @@ def test_script_prints_no_traceback(tmp_path):
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: ") and "Traceback" not in completed.stderr
+
+
+def test_random_search_without_evaluations_is_refused(capsys, tmp_path, common):
+    args = ["baseline", "--method", "random", "--evaluations", "0", *common, "--out", str(tmp_path / "o"), "--quiet"]
+    status, _, stderr = run_cli(capsys, *args)
+    assert status == 2 and stderr.startswith("error: random search needs at least 1 evaluation")
+
+
+def test_apply_refuses_to_overwrite_a_result(capsys, tmp_path, common):
+    out = tmp_path / "o"
+    search = ["search", *common, "--episodes", "2", "--warmup-episodes", "1", "--out", str(out), "--quiet"]
+    assert run_cli(capsys, *search)[0] == 0
+    for extra in ([], ["--finetune-episodes", "2"]):
+        args = ["apply", "--policy", str(out / "policy.zip"), *common, *extra, "--out", str(out), "--quiet"]
+        status, _, stderr = run_cli(capsys, *args)
+        assert status == 2 and "already holds" in stderr and "--resume" not in stderr
 
 
 @pytest.mark.parametrize("method", ["greedy-channel", "random"])
