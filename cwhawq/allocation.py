@@ -10,6 +10,8 @@ from cwhawq.errors import CwhawqError
 
 MIN_BITS = 2
 MAX_BITS = 16
+#: Bits that keep a whole layer at its original FP32 weights (a layer pinned at 32); it costs 32 bits per weight too.
+FP32_LAYER_BITS = 32
 
 # Quotas are rounded to this many decimals before use, so exact ratios such as (0.3, 0.7) of 10 give (3, 7) and
 # equal fractional parts tie exactly, whatever the floating-point noise of the normalisation.

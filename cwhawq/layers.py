@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-# Pins outside the candidate range would make no sense for a weight quantizer; 32 keeps a layer at full precision.
-MIN_PIN_BITS, MAX_PIN_BITS = 2, 32
+# Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,11 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
 
 def _validate_pins(pin: Mapping[str, int]) -> None:
     for pattern, bits in pin.items():
-        if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_PIN_BITS <= bits <= MAX_PIN_BITS:
+        integer = isinstance(bits, int) and not isinstance(bits, bool)
+        if not integer or not (MIN_BITS <= bits <= MAX_BITS or bits == FP32_LAYER_BITS):
             raise CwhawqError(
-                f"pin {pattern!r}={bits!r} is not an integer bit-width in [{MIN_PIN_BITS}, {MAX_PIN_BITS}]; "
-                "use e.g. conv1=8"
+                f"pin {pattern!r}={bits!r} is not an integer bit-width in [{MIN_BITS}, {MAX_BITS}], nor "
+                f"{FP32_LAYER_BITS} (FP32); use e.g. conv1=8"
             )
 
 

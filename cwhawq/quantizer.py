@@ -9,12 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cwhawq.allocation import MAX_BITS, MIN_BITS
+from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo
 
-# Bits that keep a whole layer at its original FP32 weights (a layer pinned at 32); it costs 32 bits per weight too.
-FP32_LAYER_BITS = 32
 # levels[b] = 2**(b-1) - 1, the largest integer code of a symmetric b-bit grid; indexed by bit-width.
 _LEVELS = [0] + [2 ** (b - 1) - 1 for b in range(1, MAX_BITS + 1)]
 

@@ -131,7 +131,7 @@ def test_conflicting_pins_are_an_error() -> None:
         toy_layers({"conv*": 8, "*1d": 4})
 
 
-@pytest.mark.parametrize("bits", [1, 33, 4.0, True])
+@pytest.mark.parametrize("bits", [1, 17, 24, 31, 33, 4.0, "8", True])
 def test_invalid_pin_bits(bits: object) -> None:
     with pytest.raises(CwhawqError, match="bit-width"):
         toy_layers({"fc": bits})  # type: ignore[dict-item]
