@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,16 @@ class SearchRun:
 
     def _resume(self, state_path: Path) -> None:
         state = json.loads(state_path.read_text())
-        saved_problem = state["settings"]["problem"]
-        current = json.loads(json.dumps(self.settings.to_dict()["problem"]))
-        if saved_problem != current:
-            differing = sorted(k for k in current if current[k] != saved_problem.get(k))
+        current = json.loads(json.dumps(self.settings.to_dict()))
+        # The agent's settings live on in the saved agent, so they must match too, or result.json would record
+        # settings the search did not use. Keys an older state lacks were then at their (current) defaults.
+        differing = [
+            f"{part}.{key}"
+            for part in ("problem", "agent")
+            for key, value in current[part].items()
+            if state["settings"][part].get(key, value) != value
+        ]
+        if differing:
             raise CwhawqError(
                 f"{self.out} holds a search with other settings ({', '.join(differing)}); "
                 "use the same settings to resume, or another --out"
@@ -228,6 +235,12 @@ class SearchRun:
             self._start(record)
         target = self.settings.episodes if episodes is None else episodes
         remaining = max(target - self.record.episodes, 0)
+        if not remaining and not self.settings.resume:
+            warnings.warn(
+                f"the warm start's {self.record.episodes} evaluations used up all {target} episodes, so the agent "
+                "did not train; pass more episodes for a search",
+                stacklevel=2,
+            )
         callback = SearchCallback(
             self.record,
             self.out / "tb",

@@ -26,12 +26,12 @@ def common(cache_dir):
 def test_search_end_to_end(capsys, tmp_path, common):
     out = tmp_path / "out"
     status, stdout, _ = run_cli(
-        capsys, "search", *common, "--episodes", "4", "--warmup-episodes", "2", "--out", str(out), "--quiet"
+        capsys, "search", *common, "--episodes", "9", "--warmup-episodes", "2", "--out", str(out), "--quiet"
     )
     assert status == 0
     assert "average bits" in stdout and "test:" in stdout
     result = json.loads((out / "result.json").read_text())
-    assert result["settings"]["episodes"] == 4
+    assert result["settings"]["episodes"] == 9
     assert result["settings"]["agent"]["imitate_best"] is True
     assert result["totals"]["avg_bits"] <= 2.5
 

@@ -59,6 +59,25 @@ def test_existing_run_needs_resume(digits_problem, tmp_path):
         SearchRun(digits_problem, settings_for(out, episodes=3))
 
 
+def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=8)).run()
+    changed = settings_for(out, episodes=12, resume=True)
+    changed.agent.noise_sigma = 0.1
+    with pytest.raises(CwhawqError, match=r"other settings \(agent.noise_sigma\)"):
+        SearchRun(digits_problem, changed)
+    changed = settings_for(out, episodes=12, resume=True)
+    changed.problem.budget_bits = 3.0
+    with pytest.raises(CwhawqError, match=r"other settings \(problem.budget_bits\)"):
+        SearchRun(digits_problem, changed)
+
+
+def test_a_search_shorter_than_its_warm_start_warns(digits_problem, tmp_path):
+    with pytest.warns(UserWarning, match="did not train"):
+        result = SearchRun(digits_problem, settings_for(tmp_path / "run", episodes=4)).run()
+    assert result["search"]["episodes"] == 6  # the 5 baselines and the replayed start: all evaluated, all kept
+
+
 def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, monkeypatch):
     out = tmp_path / "run"
     env = ChannelBitsEnv(digits_problem)
@@ -115,9 +134,11 @@ def test_random_warm_up_without_warm_start(digits_problem, tmp_path):
 
 
 def test_seeded_searches_are_identical(digits_problem, tmp_path):
-    first = SearchRun(digits_problem, settings_for(tmp_path / "a", episodes=5)).run()
-    second = SearchRun(digits_problem, settings_for(tmp_path / "b", episodes=5)).run()
+    # 12 episodes: 6 warm-start evaluations, then 6 agent episodes, the last 4 with gradient updates.
+    first = SearchRun(digits_problem, settings_for(tmp_path / "a", episodes=12)).run()
+    second = SearchRun(digits_problem, settings_for(tmp_path / "b", episodes=12)).run()
     assert first["search"]["best_val_accuracy_curve"] == second["search"]["best_val_accuracy_curve"]
+    assert first["search"]["final_policy_val_accuracy"] == second["search"]["final_policy_val_accuracy"]
     assert [layer["bits"] for layer in first["layers"]] == [layer["bits"] for layer in second["layers"]]
     assert np.isclose(first["totals"]["avg_bits"], second["totals"]["avg_bits"])
 
