@@ -63,7 +63,7 @@ def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any
 
 
 def check_settings(settings: SearchSettings) -> None:
-    """Refuse settings a search cannot run with, in one line each (before any work is done)."""
+    """Refuse settings a search cannot run with, in one line each (the CLI checks before building the problem)."""
     agent = settings.agent
     if settings.episodes < 1:
         raise CwhawqError(f"episodes must be at least 1, not {settings.episodes}; pass e.g. --episodes 300")

@@ -78,7 +78,7 @@ def _default_out(problem: ProblemSettings, prefix: str) -> str:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from agents.search import SearchRun
+    from agents.search import SearchRun, check_settings
     from cwhawq.problem import build_problem
     from cwhawq.result import format_summary
 
@@ -99,6 +99,7 @@ def _search(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.quiet,
     )
+    check_settings(settings)
     problem = build_problem(problem_cfg, progress=settings.progress)
     result = SearchRun(problem, settings).run()
     print(format_summary(result))
