@@ -151,6 +151,7 @@ class SearchRun:
                 "use the same settings to resume, or another --out"
             )
         self.record = SearchRecord.from_dict(state["record"])
+        self.method = state.get("method", self.method)  # a resumed fine-tune stays a fine-tune
         self.model, _ = load_bundle(self.out / "policy.zip", self.env)
         self.model.load_replay_buffer(self.out / "replay_buffer.pkl")
 
@@ -214,7 +215,8 @@ class SearchRun:
         save_bundle(self.model, self.out / "policy.zip", self.env, trained_on(self.problem, self.settings))
         self.model.save_replay_buffer(self.out / "replay_buffer.pkl")
         write_json_atomic(
-            self.out / "state.json", {"settings": self.settings.to_dict(), "record": self.record.to_dict()}
+            self.out / "state.json",
+            {"settings": self.settings.to_dict(), "record": self.record.to_dict(), "method": self.method},
         )
 
     def run(self, episodes: int | None = None) -> dict[str, Any]:

@@ -177,6 +177,20 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
     assert run.model.learning_starts == 2 * env.n_steps
 
 
+def test_resumed_fine_tune_is_still_a_fine_tune(digits_problem, trained_policy, tmp_path):
+    path, _ = trained_policy
+    settings = SearchSettings(
+        problem=small_settings(tmp_path),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=9,
+        out=str(tmp_path / "ft"),
+        progress=False,
+    )
+    SearchRun(digits_problem, settings, start_from=path).run()
+    resumed = SearchRun(digits_problem, dataclasses.replace(settings, episodes=11, resume=True)).run()
+    assert resumed["method"] == "policy-finetune" and resumed["search"]["episodes"] == 11
+
+
 def test_fine_tune_keeps_the_actor_and_learns_a_new_critic(digits_problem, trained_policy, tmp_path):
     import torch
 
