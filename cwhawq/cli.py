@@ -107,11 +107,10 @@ def _search(args: argparse.Namespace) -> None:
     _exit_if_interrupted(result)
 
 
-def _exit_if_interrupted(result: dict, resumable: bool = True) -> None:
+def _exit_if_interrupted(result: dict, hint: str = "rerun with --resume to continue") -> None:
     """An interrupted search has written its best result; still end with the interrupted status (130)."""
     if result.get("search", {}).get("interrupted"):
-        hint = ": rerun with --resume to continue" if resumable else ""
-        print(f"search interrupted; result.json holds the best assignment found so far{hint}", file=sys.stderr)
+        print(f"search interrupted; result.json holds the best assignment found so far: {hint}", file=sys.stderr)
         raise KeyboardInterrupt
 
 
@@ -154,7 +153,9 @@ def _apply(args: argparse.Namespace) -> None:
         write_json_atomic(settings.out_dir / "result.json", result)
     print(format_summary(result))
     print(f"wrote {settings.out_dir / 'result.json'}")
-    _exit_if_interrupted(result, resumable=False)
+    _exit_if_interrupted(
+        result, f"continue it with `cwhawq search --resume --out {settings.out}` and the same problem options"
+    )
 
 
 def _distill(args: argparse.Namespace) -> None:

@@ -75,6 +75,33 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
     assert json.loads((out / "result.json").read_text())["search"]["interrupted"]
 
 
+def test_interrupted_fine_tune_continues_with_search_resume(capsys, tmp_path, common, monkeypatch):
+    from envs.channel_bits_env import ChannelBitsEnv
+
+    source = tmp_path / "source"
+    assert run_cli(capsys, "search", *common, "--episodes", "8", "--out", str(source), "--quiet")[0] == 0
+    original_finish = ChannelBitsEnv._finish
+    finished = []
+
+    def finish_then_interrupt(self):
+        finished.append(original_finish(self))
+        if len(finished) == 4:
+            raise KeyboardInterrupt
+        return finished[-1]
+
+    monkeypatch.setattr(ChannelBitsEnv, "_finish", finish_then_interrupt)
+    out = tmp_path / "ft"
+    policy = ["--policy", str(source / "policy.zip")]
+    args = ["apply", *policy, *common, "--finetune-episodes", "12", "--out", str(out), "--quiet"]
+    status, _, err = run_cli(capsys, *args)
+    assert status == 130 and f"cwhawq search --resume --out {out}" in err
+    monkeypatch.setattr(ChannelBitsEnv, "_finish", original_finish)
+    status, _, err = run_cli(capsys, "search", *common, "--episodes", "12", "--resume", "--out", str(out), "--quiet")
+    assert status == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "policy-finetune" and result["search"]["episodes"] == 12
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
