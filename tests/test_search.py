@@ -105,15 +105,6 @@ def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, mon
     assert resumed["search"]["best_val_accuracy_curve"][:8] == result["search"]["best_val_accuracy_curve"]
 
 
-def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
-    out = tmp_path / "run"
-    SearchRun(digits_problem, settings_for(out, episodes=3)).run()
-    other = settings_for(out, episodes=5, resume=True)
-    other.problem.seed = 7
-    with pytest.raises(CwhawqError, match="seed"):
-        SearchRun(digits_problem, other)
-
-
 def test_warm_start_is_the_floor(digits_problem, tmp_path):
     from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
 
