@@ -55,7 +55,8 @@ def test_search_without_self_imitation(capsys, tmp_path, common):
     assert json.loads((out / "result.json").read_text())["settings"]["agent"]["imitate_best"] is False
 
 
-def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, common, monkeypatch):
+def interrupt_at_episode(monkeypatch, episode):
+    """Make the environment raise KeyboardInterrupt (as Ctrl-C would) when its `episode`-th episode ends."""
     from envs.channel_bits_env import ChannelBitsEnv
 
     original_finish = ChannelBitsEnv._finish
@@ -63,11 +64,15 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
 
     def finish_then_interrupt(self):
         finished.append(original_finish(self))
-        if len(finished) == 2:
+        if len(finished) == episode:
             raise KeyboardInterrupt
         return finished[-1]
 
     monkeypatch.setattr(ChannelBitsEnv, "_finish", finish_then_interrupt)
+
+
+def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, common, monkeypatch):
+    interrupt_at_episode(monkeypatch, 2)
     out = tmp_path / "out"
     status, _, err = run_cli(capsys, "search", *common, "--episodes", "20", "--out", str(out), "--quiet")
     assert status == 130
@@ -76,26 +81,15 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
 
 
 def test_interrupted_fine_tune_continues_with_search_resume(capsys, tmp_path, common, monkeypatch):
-    from envs.channel_bits_env import ChannelBitsEnv
-
     source = tmp_path / "source"
     assert run_cli(capsys, "search", *common, "--episodes", "8", "--out", str(source), "--quiet")[0] == 0
-    original_finish = ChannelBitsEnv._finish
-    finished = []
-
-    def finish_then_interrupt(self):
-        finished.append(original_finish(self))
-        if len(finished) == 4:
-            raise KeyboardInterrupt
-        return finished[-1]
-
-    monkeypatch.setattr(ChannelBitsEnv, "_finish", finish_then_interrupt)
-    out = tmp_path / "ft"
-    policy = ["--policy", str(source / "policy.zip")]
-    args = ["apply", *policy, *common, "--finetune-episodes", "12", "--out", str(out), "--quiet"]
-    status, _, err = run_cli(capsys, *args)
+    with monkeypatch.context() as patch:
+        interrupt_at_episode(patch, 4)
+        out = tmp_path / "ft"
+        policy = ["--policy", str(source / "policy.zip")]
+        args = ["apply", *policy, *common, "--finetune-episodes", "12", "--out", str(out), "--quiet"]
+        status, _, err = run_cli(capsys, *args)
     assert status == 130 and f"cwhawq search --resume --out {out}" in err
-    monkeypatch.setattr(ChannelBitsEnv, "_finish", original_finish)
     status, _, err = run_cli(capsys, "search", *common, "--episodes", "12", "--resume", "--out", str(out), "--quiet")
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
