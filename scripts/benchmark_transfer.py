@@ -95,6 +95,11 @@ def transfer_rows(
     return records
 
 
+def source_dir(work: Path, model: str, budget: float, seed: int) -> Path:
+    """Where the search on a source model for `--distill-from` is kept."""
+    return work / "sources" / f"{model}_{budget}_s{seed}"
+
+
 def distilled_policy(
     target: str,
     seed: int,
@@ -108,7 +113,7 @@ def distilled_policy(
     """The policy distilled for `target` and `seed` from the other sources' searches (all budgets and seeds)."""
     out = work / "distilled" / f"{target}_s{seed}"
     if not (out / "policy.zip").is_file():
-        runs = [work / "sources" / f"{model}_{b}_s{s}" for model in sources if model != target
+        runs = [source_dir(work, model, b, s) for model in sources if model != target
                 for b in budgets for s in range(seeds)]  # fmt: skip
         distill_runs(runs, out, agent, seed, cache_dir)
     return out / "policy.zip"
@@ -183,8 +188,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.distill_from:
         source = f"{', '.join(args.distill_from)}, the target left out (distilled from every budget and seed)"
         searches = [(m, b, s) for m in args.distill_from for b in args.budgets for s in range(args.seeds)]
-        for model, budget, seed in progress_bar(searches, desc="source searches", unit="run"):
-            run_dir = work / "sources" / f"{model}_{budget}_s{seed}"
+        missing = [job for job in searches if not (source_dir(work, *job) / "result.json").is_file()]
+        for model, budget, seed in progress_bar(missing, desc="source searches", unit="run"):
+            run_dir = source_dir(work, model, budget, seed)
             source_policy(problem(model, budget), model, budget, seed, args.episodes, run_dir, agent)
     else:
         source = args.source
