@@ -42,10 +42,16 @@ class SourceRun:
     val_accuracy: float
 
 
-def load_source_run(path: Path, cache_dir: str | None = None, progress: bool = False) -> SourceRun:
+def load_source_run(
+    path: Path,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    problems: dict[str, QuantProblem] | None = None,
+) -> SourceRun:
     """Rebuild the problem of the run in `path` (a directory with result.json, or the file) and read its assignment.
 
-    `cache_dir` replaces the cache directory the run recorded (e.g. a run made on another machine).
+    `cache_dir` replaces the cache directory the run recorded (e.g. a run made on another machine). `problems`,
+    keyed by the settings, lets runs of the same problem (other seeds) share one build.
     """
     path = Path(path)
     result_path = path / "result.json" if path.is_dir() else path
@@ -64,7 +70,11 @@ def load_source_run(path: Path, cache_dir: str | None = None, progress: bool = F
         raise CwhawqError(f"{result_path} records settings this cwhawq does not know; rerun that search") from None
     if cache_dir is not None:
         settings = dataclasses.replace(settings, cache_dir=cache_dir)
-    problem = build_problem(settings, progress=progress)
+    problems = {} if problems is None else problems
+    key = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+    if key not in problems:
+        problems[key] = build_problem(settings, progress=progress)
+    problem = problems[key]
     try:
         problem.check_assignment(assignment)
     except CwhawqError as error:
@@ -113,7 +123,8 @@ def distill_runs(
 ) -> dict[str, Any]:
     """Distil the runs in `paths` into `out/policy.zip`; returns what the bundle records as its training."""
     agent = agent or AgentSettings()
-    runs = [load_source_run(path, cache_dir, progress) for path in paths]
+    problems: dict[str, QuantProblem] = {}
+    runs = [load_source_run(path, cache_dir, progress, problems) for path in paths]
     envs = [ChannelBitsEnv(run.problem, action=agent.action) for run in runs]
     model, error = distill_policy([(env, run.assignment) for env, run in zip(envs, runs)], agent, seed)
     trained_on = {

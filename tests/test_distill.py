@@ -84,6 +84,16 @@ def test_distilled_is_deterministic_under_a_seed(source_runs, cache_dir, tmp_pat
     assert first["fit_mse"] == second["fit_mse"]
 
 
+def test_runs_of_one_problem_share_its_build(source_runs, cache_dir, tmp_path, monkeypatch):
+    import agents.distill as distill
+
+    builds = []
+    original = distill.build_problem
+    monkeypatch.setattr(distill, "build_problem", lambda *a, **k: builds.append(1) or original(*a, **k))
+    trained_on = distill_runs([*source_runs, source_runs[0]], tmp_path, AGENT, cache_dir=str(cache_dir))
+    assert len(trained_on["distilled_from"]) == 3 and len(builds) == 2
+
+
 def test_distill_command_then_apply(capsys, source_runs, cache_dir, tmp_path):
     out = tmp_path / "distilled"
     status = main(["distill", *map(str, source_runs), "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"])
