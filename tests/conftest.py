@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ def small_settings(cache_dir: Path, **overrides: object) -> ProblemSettings:
     """Digits CNN settings with few Hessian probes, for fast tests."""
     values = {"cache_dir": str(cache_dir), "traces": TraceSettings(max_probes=8, num_batches=2), **overrides}
     return ProblemSettings(**values)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sb3_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """stable-baselines3 gives an agent without a TensorBoard folder a fresh temporary folder per `learn`; keep
+    the tests' in their own tmp directory instead of leaving them in the system's."""
+    folder = tmp_path_factory.mktemp("sb3_logs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SB3_LOGDIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")
