@@ -17,7 +17,6 @@ from typing import Any
 from agents.ddpg import HaqDDPG
 from cwhawq.errors import CwhawqError
 from envs.channel_bits_env import ChannelBitsEnv
-from envs.observation import OBSERVATION_VERSION
 
 BUNDLE_FORMAT = 1
 METADATA_NAME = "cwhawq.json"
@@ -26,7 +25,7 @@ METADATA_NAME = "cwhawq.json"
 def env_signature(env: ChannelBitsEnv) -> dict[str, Any]:
     """The properties of an environment that a policy must match to run on it."""
     return {
-        "observation_version": OBSERVATION_VERSION,
+        "observation_version": env.observation,
         "bit_widths": [int(b) for b in env.bit_widths],
         "granularity": env.granularity,
         "action": env.action,

@@ -108,7 +108,9 @@ class SearchRun:
         self.settings = settings
         self._unlogged: list[tuple[dict[str, Any], float]] = []
         self.out = settings.out_dir
-        self.env = env if env is not None else ChannelBitsEnv(problem, action=settings.agent.action)
+        self.env = env if env is not None else ChannelBitsEnv(
+            problem, action=settings.agent.action, observation=settings.agent.observation
+        )
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
         self.final_outcome: tuple[dict[str, Any], float] | None = None
         self.coarse: SearchRun | None = None
@@ -167,7 +169,7 @@ class SearchRun:
             episodes=max(1, round(agent.coarse_share * self.settings.episodes)),
             out=str(self.out / COARSE_DIR),
         )
-        return SearchRun(self.problem, coarse_settings, env=ChannelBitsEnv(self.problem, granularity="layer"))
+        return SearchRun(self.problem, coarse_settings, env=ChannelBitsEnv(self.problem, granularity="layer", observation=self.env.observation))
 
     def _start(self, record: SearchRecord) -> None:
         """A new agent; with a warm start, the best baseline (or best of `record`, an earlier phase) starts it."""

@@ -20,6 +20,11 @@ from pathlib import Path
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import DEFAULT_BIT_WIDTHS, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
 
+OBSERVATION_HELP = (
+    "'v1' (default): each layer's shape, size and trace statistics; 'v2': also the level the greedy and the "
+    "layer ILP give each layer (a policy meant for reuse on other models)"
+)
+
 
 def _pin(text: str) -> tuple[str, int]:
     pattern, _, bits = text.rpartition("=")
@@ -90,6 +95,7 @@ def _search(args: argparse.Namespace) -> None:
             noise_sigma=args.noise_sigma,
             warm_start=None if args.warm_start == "none" else args.warm_start,
             action=args.action,
+            observation=args.observation,
             imitate_best=args.imitate_best,
             coarse_share=args.coarse_share,
         ),
@@ -123,11 +129,15 @@ def _apply(args: argparse.Namespace) -> None:
     from envs.channel_bits_env import ChannelBitsEnv
 
     problem_cfg = problem_settings(args)
-    # The environment takes the policy's own action parameterisation; other mismatches are refused on load.
-    action = read_metadata(args.policy).get("action", AgentSettings.action)
+    # The environment takes the policy's own action and observation; other mismatches are refused on load.
+    metadata = read_metadata(args.policy)
+    agent = AgentSettings(
+        action=metadata.get("action", AgentSettings.action),
+        observation=metadata.get("observation_version", AgentSettings.observation),
+    )
     settings = SearchSettings(
         problem=problem_cfg,
-        agent=AgentSettings(action=action),
+        agent=agent,
         episodes=args.finetune_episodes,
         seed=args.seed,
         out=args.out or _default_out(problem_cfg, "apply"),
@@ -139,7 +149,7 @@ def _apply(args: argparse.Namespace) -> None:
     else:
         if (settings.out_dir / "result.json").exists():
             raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
-        env = ChannelBitsEnv(problem, action=action)
+        env = ChannelBitsEnv(problem, action=agent.action, observation=agent.observation)
         model, metadata = load_bundle(args.policy, env)
         info = rollout(model, env)
         result = build_result(
@@ -163,7 +173,10 @@ def _distill(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     trained_on = distill_runs(
-        args.runs, out, AgentSettings(action=args.action), args.seed, args.cache_dir, progress=not args.quiet
+        args.runs,
+        out,
+        AgentSettings(action=args.action, observation=args.observation),
+        args.seed, args.cache_dir, progress=not args.quiet
     )
     models = sorted({source["model"] for source in trained_on["distilled_from"]})
     print(
@@ -202,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with its subcommands."""
     from cwhawq.baselines import DETERMINISTIC_METHODS
     from envs.channel_bits_env import ACTIONS
+    from envs.observation import OBSERVATION_VERSIONS
 
     parser = argparse.ArgumentParser(prog="cwhawq", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(ACTIONS),
         help="'level' (default): one fractional bit-width level per layer, split over two neighbouring widths; "
         "'shares': one share of the layer's channels per candidate bit-width",
+    )
+    group.add_argument(
+        "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help=OBSERVATION_HELP
     )
     group.add_argument(
         "--imitate-best",
@@ -258,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("runs", nargs="+", type=Path, help="output directories (or result.json files) of runs")
     distill.add_argument("--out", required=True, help="directory for the distilled policy.zip")
     distill.add_argument("--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action")
+    distill.add_argument(
+        "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help=OBSERVATION_HELP
+    )
     distill.add_argument("--seed", type=int, default=0, help="seeds the actor's initialisation")
     distill.add_argument("--cache-dir", help="cache of built-in models and traces (default: what each run used)")
     distill.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -29,7 +29,8 @@ class AgentSettings:
     HAQ's uniform random warm-up. After a warm start, warm-up episodes explore around it, except a
     `warmup_random_share` of them, which sample uniformly. `action` is the channel-granularity action
     parameterisation of the environment: "level" (one scalar per layer) or "shares" (one share per bit-width);
-    see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. The agent trains once per
+    see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. `observation` is the
+    environment's observation version (`envs.observation`): "v2" adds the baselines' per-layer levels. The agent trains once per
     episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1). With
     `imitate_best`, every new best episode is cloned into the actor (self-imitation), so that exploration
     follows the best assignment found so far. With `coarse_share` > 0, a channel-granularity search spends that
@@ -50,6 +51,7 @@ class AgentSettings:
     warm_start: str | None = "best"
     warmup_random_share: float = 0.0
     action: str = "level"
+    observation: str = "v1"
     updates_per_step: int = 1
     imitate_best: bool = True
     coarse_share: float = 0.0

@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from cwhawq.allocation import place_bits, trace_order
+from cwhawq.baselines import run_method
 from cwhawq.cost import layer_weight_bits
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
@@ -28,7 +29,15 @@ from envs.action_mapping import (
     level_action_for,
     level_action_to_ratios,
 )
-from envs.observation import OBS_LIMIT, observation, observation_size, static_features
+from envs.observation import (
+    HINT_METHODS,
+    OBS_LIMIT,
+    OBSERVATION_VERSION,
+    OBSERVATION_VERSIONS,
+    observation,
+    observation_size,
+    static_features,
+)
 
 GRANULARITIES = ("channel", "layer")
 #: Channel-granularity action parameterisations (see `envs.action_mapping`).
@@ -47,6 +56,8 @@ class ChannelBitsEnv(gym.Env):
             trace rank) or "layer" (HAQ-style ablation: a scalar action picks one bit-width for the whole layer).
         action: how a channel-granularity action sets the counts: "level" (a scalar fractional position on
             the bit-width ladder, split over two neighbouring widths) or "shares" (one share per bit-width).
+        observation: the observation version (`envs.observation`): "v1" describes each layer, "v2" adds the
+            level two deterministic baselines give it.
     """
 
     metadata = {"render_modes": []}
@@ -57,14 +68,18 @@ class ChannelBitsEnv(gym.Env):
         settings: ProblemSettings | None = None,
         granularity: str = "channel",
         action: str = "level",
+        observation: str = OBSERVATION_VERSION,
     ) -> None:
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
+        if observation not in OBSERVATION_VERSIONS:
+            raise CwhawqError(f"unknown observation version {observation!r}; use one of {list(OBSERVATION_VERSIONS)}")
         self.problem = problem if problem is not None else build_problem(settings or ProblemSettings())
         self.granularity = granularity
         self.action = action if granularity == "channel" else "layer"
+        self.observation = observation
         self.layers = self.problem.searchable
         if not self.layers:
             raise CwhawqError(
@@ -80,10 +95,14 @@ class ChannelBitsEnv(gym.Env):
         self.bit_widths = widths
         action_size = len(widths) if self.action == "shares" else 1
         self.action_space = spaces.Box(-1.0, 1.0, (action_size,), dtype=np.float32)
-        self.observation_space = spaces.Box(-OBS_LIMIT, OBS_LIMIT, (observation_size(action_size),), np.float32)
+        self.observation_space = spaces.Box(
+            -OBS_LIMIT, OBS_LIMIT, (observation_size(action_size, observation),), np.float32
+        )
 
         traces = self.problem.traces.traces
         self._static = static_features(self.layers, self.problem.layers, traces)
+        if observation == "v2":
+            self._static = np.hstack([self._static, self._hints()])
         self._orders = [trace_order(traces[layer.name]) for layer in self.layers]
         full_cost = np.array([layer.params for layer in self.layers], dtype=np.int64)
         self._params_left = np.cumsum(full_cost[::-1])[::-1]
@@ -154,6 +173,18 @@ class ChannelBitsEnv(gym.Env):
             return self._observe(), 0.0, False, False, {}
         return self._observe(), *self._finish()
 
+    def _hints(self) -> np.ndarray:
+        """Per searchable layer, the level action of each of `HINT_METHODS`' assignments (one column each)."""
+        columns = []
+        for method in HINT_METHODS:
+            assignment = run_method(self.problem, method)
+            columns.append([level_action_for(self._counts(assignment, layer.name))[0] for layer in self.layers])
+        return np.asarray(columns, dtype=np.float32).T
+
+    def _counts(self, assignment: Assignment, name: str) -> np.ndarray:
+        """Channels of layer `name` at each candidate bit-width in `assignment`."""
+        return (np.asarray(assignment[name])[:, None] == self.bit_widths[None, :]).sum(axis=0)
+
     def actions_for(self, assignment: Assignment) -> list[np.ndarray]:
         """Actions that reproduce `assignment`'s share of channels at each bit-width, layer by layer.
 
@@ -164,7 +195,7 @@ class ChannelBitsEnv(gym.Env):
         """
         actions = []
         for layer in self.layers:
-            counts = (np.asarray(assignment[layer.name])[:, None] == self.bit_widths[None, :]).sum(axis=0)
+            counts = self._counts(assignment, layer.name)
             if self.action == "shares":
                 action = 2.0 * counts / counts.max() - 1.0
             elif self.action == "level":

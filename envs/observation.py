@@ -1,8 +1,11 @@
 """Model-independent observation features, so that a policy trained on one model runs on another.
 
 Every feature is a ratio, a log-scaled size with a fixed scale, or a statistic normalised within the model;
-none depends on the number of layers or on absolute trace values. Bump `OBSERVATION_VERSION` whenever a
-feature changes meaning: saved policies record it and are refused by a mismatching environment.
+none depends on the number of layers or on absolute trace values. Each version is a fixed list of features: add a
+version whenever a feature changes meaning, since saved policies record theirs and are refused by an environment
+with another. "v1" describes the layer alone; "v2" adds hints: the level (as a level action in [-1, 1]) that
+each of `HINT_METHODS` gives the layer on this problem, so that a policy can learn how far to trust and where to
+leave the cheap baselines' answer on any model (docs/BENCHMARKS.md, transfer).
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import numpy as np
 
 from cwhawq.layers import LayerInfo
 
+#: The default observation version; `OBSERVATION_VERSIONS` lists every one an environment can build.
 OBSERVATION_VERSION = "v1"
+OBSERVATION_VERSIONS: tuple[str, ...] = ("v1", "v2")
+#: Deterministic baselines (`cwhawq.baselines`) whose per-layer level is a "v2" feature.
+HINT_METHODS: tuple[str, ...] = ("greedy-channel", "ilp-layer")
 KINDS: tuple[str, ...] = ("linear", "conv", "depthwise", "grouped")
 STATIC_FEATURES: tuple[str, ...] = (
     "relative_depth",
@@ -34,9 +41,15 @@ DYNAMIC_FEATURES: tuple[str, ...] = ("budget_spent", "budget_left_per_weight")
 OBS_LIMIT = 5.0
 
 
-def observation_size(action_size: int) -> int:
+def static_feature_names(version: str) -> tuple[str, ...]:
+    """The per-layer features of an observation version, in vector order."""
+    hints = tuple(f"hint_{method}" for method in HINT_METHODS) if version == "v2" else ()
+    return (*STATIC_FEATURES, *hints)
+
+
+def observation_size(action_size: int, version: str = OBSERVATION_VERSION) -> int:
     """Length of the observation vector for an action of `action_size` (the previous action is included)."""
-    return len(STATIC_FEATURES) + len(DYNAMIC_FEATURES) + action_size
+    return len(static_feature_names(version)) + len(DYNAMIC_FEATURES) + action_size
 
 
 def _gini(values: np.ndarray) -> float:

@@ -40,6 +40,7 @@ from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result  # noqa: E402
 from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
+from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
 STOCHASTIC_METHODS = ("random", "ddpg-layer", "ddpg-channel")
 
@@ -80,7 +81,7 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
             out=out,
             progress=False,
         )
-        env = ChannelBitsEnv(problem, granularity=granularity, action=agent.action)
+        env = ChannelBitsEnv(problem, granularity=granularity, action=agent.action, observation=agent.observation)
         result = SearchRun(problem, settings, env=env).run()
     search = result["search"]
     assignment = {layer["name"]: layer["bits"] for layer in result["layers"]}
@@ -300,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="clone every new best episode into the actor (self-imitation)",
     )
     parser.add_argument(
+        "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
+    )
+    parser.add_argument(
         "--coarse-share",
         type=float,
         default=AgentSettings.coarse_share,
@@ -311,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,
         action=args.action,
+        observation=args.observation,
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
         warmup_random_share=args.warmup_random_share,

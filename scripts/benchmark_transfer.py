@@ -37,6 +37,7 @@ from cwhawq.progress import progress_bar
 from cwhawq.result import build_result
 from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv
+from envs.observation import OBSERVATION_VERSIONS
 
 REFERENCE_METHODS = ("uniform", "greedy-channel", "ddpg-channel")
 
@@ -72,7 +73,7 @@ def transfer_rows(
     """Zero-shot and fine-tuned results of `policy` on the target problem."""
     rows = []
     start = time.perf_counter()
-    env = ChannelBitsEnv(target, action=agent.action)
+    env = ChannelBitsEnv(target, action=agent.action, observation=agent.observation)
     loaded, _ = load_bundle(policy, env)
     zero_shot = rollout(loaded, env)["assignment"]
     rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
@@ -163,10 +164,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--reference", type=Path, help="main benchmark rows to compare (default OUT/results.jsonl)")
     parser.add_argument("--section", default="transfer", help="name of the Markdown markers to write between")
     parser.add_argument("--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action")
+    parser.add_argument(
+        "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
+    )
     parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    agent = AgentSettings(action=args.action)
+    agent = AgentSettings(action=args.action, observation=args.observation)
     if args.quick:
         args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 30
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"

@@ -10,14 +10,17 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from cwhawq.baselines import run_method
+from cwhawq.errors import CwhawqError
 from cwhawq.problem import build_problem
 from envs.channel_bits_env import ChannelBitsEnv
+from envs.observation import HINT_METHODS, STATIC_FEATURES
 from tests.conftest import small_settings
 
 
-@pytest.fixture(scope="module", params=["level", "shares"])
+@pytest.fixture(scope="module", params=[("level", "v1"), ("shares", "v1"), ("level", "v2")])
 def env(digits_problem, request):
-    return ChannelBitsEnv(digits_problem, action=request.param)
+    action, observation = request.param
+    return ChannelBitsEnv(digits_problem, action=action, observation=observation)
 
 
 def run_episode(env, actions):
@@ -120,3 +123,23 @@ def test_shares_actions_for_reproduce_a_baselines_counts(digits_problem):
     _, replayed = run_episode(env, env.actions_for(assignment))
     for name, bits in assignment.items():
         assert np.array_equal(np.sort(bits), np.sort(replayed["assignment"][name])), name
+
+
+def test_v2_observation_adds_the_baselines_levels(digits_problem):
+    v1 = ChannelBitsEnv(digits_problem, action="level")
+    v2 = ChannelBitsEnv(digits_problem, action="level", observation="v2")
+    n_static = len(STATIC_FEATURES)
+    hints = np.hstack([np.stack(v2.actions_for(run_method(digits_problem, m))) for m in HINT_METHODS])
+    obs1, _ = v1.reset()
+    obs2, _ = v2.reset()
+    for index in range(v1.n_steps):
+        np.testing.assert_array_equal(obs2[:n_static], obs1[:n_static])
+        np.testing.assert_allclose(obs2[n_static : n_static + len(HINT_METHODS)], hints[index], atol=1e-6)
+        np.testing.assert_array_equal(obs2[n_static + len(HINT_METHODS) :], obs1[n_static:])
+        obs1, *_ = v1.step(np.zeros(1, dtype=np.float32))
+        obs2, *_ = v2.step(np.zeros(1, dtype=np.float32))
+
+
+def test_unknown_observation_version_is_refused(digits_problem):
+    with pytest.raises(CwhawqError, match="unknown observation version 'v9'"):
+        ChannelBitsEnv(digits_problem, observation="v9")

@@ -36,15 +36,17 @@ def test_search_end_to_end(capsys, tmp_path, common):
     assert result["totals"]["avg_bits"] <= 2.5
 
 
-def test_search_with_a_pinned_layer(capsys, tmp_path, common):
+def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):
     out = tmp_path / "out"
     args = ["--pin", "conv1=8", "--budget-mb", "0.012", "--episodes", "4", "--warmup-episodes", "2"]
+    args += ["--observation", "v2"]  # the hints come from baselines that also keep the pin
     status, _, err = run_cli(capsys, "search", *common, *args, "--out", str(out), "--quiet")
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
     conv1 = next(layer for layer in result["layers"] if layer["name"] == "conv1")
     assert conv1["pinned"] and set(conv1["bits"]) == {8}
     assert result["totals"]["weight_bytes"] <= 12_000
+    assert result["settings"]["agent"]["observation"] == "v2"
 
 
 def test_search_without_self_imitation(capsys, tmp_path, common):

@@ -94,9 +94,11 @@ def test_runs_of_one_problem_share_its_build(source_runs, cache_dir, tmp_path, m
     assert len(trained_on["distilled_from"]) == 3 and len(builds) == 2
 
 
-def test_distill_command_then_apply(capsys, source_runs, cache_dir, tmp_path):
+@pytest.mark.parametrize("observation", ["v1", "v2"])
+def test_distill_command_then_apply(capsys, source_runs, cache_dir, tmp_path, observation):
     out = tmp_path / "distilled"
-    status = main(["distill", *map(str, source_runs), "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"])
+    options = ["--out", str(out), "--cache-dir", str(cache_dir), "--observation", observation, "--quiet"]
+    status = main(["distill", *map(str, source_runs), *options])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "distilled 2 runs" in captured.out and "digits_cnn, tests.toy_models:digits_mlp" in captured.out
@@ -109,6 +111,7 @@ def test_distill_command_then_apply(capsys, source_runs, cache_dir, tmp_path):
     result = json.loads((applied / "result.json").read_text())
     assert result["method"] == "policy-zero-shot"
     assert len(result["policy"]["trained_on"]["distilled_from"]) == 2
+    assert result["settings"]["agent"]["observation"] == observation
 
 
 def test_bad_sources_give_one_line_errors(capsys, source_runs, cache_dir, tmp_path):

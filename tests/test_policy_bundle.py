@@ -53,11 +53,10 @@ def test_other_bit_widths_are_refused(digits_problem, trained_policy):
         load_bundle(path, ChannelBitsEnv(other))
 
 
-def test_other_observation_version_is_refused(digits_problem, trained_policy, monkeypatch):
+def test_other_observation_version_is_refused(digits_problem, trained_policy):
     path, _ = trained_policy
-    monkeypatch.setattr(policy_bundle, "OBSERVATION_VERSION", "v999")
-    with pytest.raises(CwhawqError, match="observation_version"):
-        load_bundle(path, ChannelBitsEnv(digits_problem))
+    with pytest.raises(CwhawqError, match="observation_version=v1 but this run has observation_version=v2"):
+        load_bundle(path, ChannelBitsEnv(digits_problem, observation="v2"))
 
 
 def test_other_action_is_refused(digits_problem, trained_policy):
@@ -66,23 +65,25 @@ def test_other_action_is_refused(digits_problem, trained_policy):
         load_bundle(path, ChannelBitsEnv(digits_problem, action="shares"))
 
 
-def test_apply_runs_a_policy_with_its_own_action(capsys, cache_dir, digits_problem, tmp_path):
+def test_apply_runs_a_policy_with_its_own_action_and_observation(capsys, cache_dir, digits_problem, tmp_path):
     trained = tmp_path / "shares"
     settings = SearchSettings(
         problem=small_settings(cache_dir),
-        agent=AgentSettings(warmup_episodes=1, batch_size=4, net_arch=(8,), action="shares"),
+        agent=AgentSettings(warmup_episodes=1, batch_size=4, net_arch=(8,), action="shares", observation="v2"),
         episodes=2,
         out=str(trained),
         progress=False,
     )
     SearchRun(digits_problem, settings).run()
-    assert read_metadata(trained / "policy.zip")["action"] == "shares"
+    metadata = read_metadata(trained / "policy.zip")
+    assert (metadata["action"], metadata["observation_version"]) == ("shares", "v2")
     status = main(
         ["apply", "--policy", str(trained / "policy.zip"), "--cache-dir", str(cache_dir), "--trace-probes", "4",
          "--trace-batches", "1", "--out", str(tmp_path / "applied"), "--quiet"]
     )  # fmt: skip
     assert status == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "applied" / "result.json").read_text())["settings"]["agent"]["action"] == "shares"
+    agent = json.loads((tmp_path / "applied" / "result.json").read_text())["settings"]["agent"]
+    assert (agent["action"], agent["observation"]) == ("shares", "v2")
 
 
 def test_bundle_from_an_older_version_is_refused(digits_problem, trained_policy, tmp_path):
