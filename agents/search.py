@@ -169,7 +169,8 @@ class SearchRun:
             episodes=max(1, round(agent.coarse_share * self.settings.episodes)),
             out=str(self.out / COARSE_DIR),
         )
-        return SearchRun(self.problem, coarse_settings, env=ChannelBitsEnv(self.problem, granularity="layer", observation=self.env.observation))
+        layer_env = ChannelBitsEnv(self.problem, granularity="layer", observation=self.env.observation)
+        return SearchRun(self.problem, coarse_settings, env=layer_env)
 
     def _start(self, record: SearchRecord) -> None:
         """A new agent; with a warm start, the best baseline (or best of `record`, an earlier phase) starts it."""

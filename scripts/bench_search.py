@@ -99,13 +99,13 @@ def env_overhead(problem: QuantProblem, episodes: int, seed: int) -> tuple[float
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run both measurements, print a Markdown table, return the medians."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="10-episode searches x 2, 2 x 10 overhead episodes")
+    parser.add_argument("--quick", action="store_true", help="16-episode searches x 2, 2 x 10 overhead episodes")
     parser.add_argument("--cache-dir", help="cache for the built-in model and traces")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the CLI)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    # Quick searches still outlast the warm start's 6 evaluations, so the agent trains.
-    episodes, search_reps = (10, 2) if args.quick else (300, 3)
+    # Quick searches still outlast the warm start's 10 evaluations, so the agent trains.
+    episodes, search_reps = (16, 2) if args.quick else (300, 3)
     overhead_episodes, overhead_reps = (10, 2) if args.quick else (100, 5)
 
     problem = build_problem(ProblemSettings(cache_dir=args.cache_dir), progress=False)

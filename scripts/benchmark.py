@@ -267,7 +267,7 @@ def write_section(path: Path, section: str, name: str = "benchmark", title: str 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Parse arguments, run what is missing, write the table and plots."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="digits_cnn at 2.5 bits, 2 seeds, 10 evaluations")
+    parser.add_argument("--quick", action="store_true", help="digits_cnn at 2.5 bits, 2 seeds, 16 evaluations")
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--budgets", nargs="+", type=float)
     parser.add_argument("--methods", nargs="+")
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         coarse_share=args.coarse_share,
     )
     if args.quick:
-        config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 10
+        config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 16
         config.agent = dataclasses.replace(config.agent, warmup_episodes=2, batch_size=8)
     config.models = tuple(args.models or config.models)
     config.budgets = tuple(args.budgets or config.budgets)

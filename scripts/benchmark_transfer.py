@@ -151,7 +151,7 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run what is missing and update the transfer section of the Markdown file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one target, one budget, one seed, 30 episodes")
+    parser.add_argument("--quick", action="store_true", help="one target, one budget, one seed, 45 episodes")
     parser.add_argument("--source", default="digits_cnn")
     parser.add_argument("--targets", nargs="+", default=["lenet5", "resnet_mini"])
     parser.add_argument("--budgets", nargs="+", type=float, default=[2.25, 2.5, 3.0])
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     agent = AgentSettings(action=args.action, observation=args.observation)
     if args.quick:
-        args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 30
+        args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 45
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"
     markdown = args.markdown or default_out
     work = args.work or (Path("runs/transfer") if args.out == Path("docs/benchmark") else args.out / "work")

@@ -33,7 +33,7 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
     assert all(row["within_budget"] and row["avg_bits"] <= 2.5 for row in rows)
     for row in rows:
         if row["method"] in benchmark.STOCHASTIC_METHODS:
-            assert row["evaluations"] == 10, row["method"]
+            assert row["evaluations"] == 16, row["method"]
     text = (out / "BENCHMARKS.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("| 2.5 |")]
     assert [line.split(" | ")[1] for line in table] == ALL_METHODS
@@ -55,9 +55,9 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     )
     assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
     assert all(row["within_budget"] for row in rows)
-    # 10 fine-tune episodes (its zero-shot rollout, the 5 warm-start baselines and the replayed best start among
-    # them) + the final rollout
-    assert rows[1]["evaluations"] == 11
+    # 15 fine-tune episodes (its zero-shot rollout, the 5 warm-start baselines as they are and replayed, agent
+    # episodes) + the final rollout
+    assert rows[1]["evaluations"] == 16
     text = (out / "BENCHMARKS.md").read_text()
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
     assert "<!-- benchmark:start -->" in text  # the method comparison is kept

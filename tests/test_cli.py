@@ -26,12 +26,12 @@ def common(cache_dir):
 def test_search_end_to_end(capsys, tmp_path, common):
     out = tmp_path / "out"
     status, stdout, _ = run_cli(
-        capsys, "search", *common, "--episodes", "9", "--warmup-episodes", "2", "--out", str(out), "--quiet"
+        capsys, "search", *common, "--episodes", "14", "--warmup-episodes", "2", "--out", str(out), "--quiet"
     )
     assert status == 0
     assert "average bits" in stdout and "test:" in stdout
     result = json.loads((out / "result.json").read_text())
-    assert result["settings"]["episodes"] == 9
+    assert result["settings"]["episodes"] == 14
     assert result["settings"]["agent"]["imitate_best"] is True
     assert result["totals"]["avg_bits"] <= 2.5
 
@@ -74,7 +74,7 @@ def interrupt_at_episode(monkeypatch, episode):
 
 
 def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, common, monkeypatch):
-    interrupt_at_episode(monkeypatch, 2)
+    interrupt_at_episode(monkeypatch, 7)  # after the warm start's 5 replayed baselines and one agent episode
     out = tmp_path / "out"
     status, _, err = run_cli(capsys, "search", *common, "--episodes", "20", "--out", str(out), "--quiet")
     assert status == 130
@@ -84,18 +84,18 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
 
 def test_interrupted_fine_tune_continues_with_search_resume(capsys, tmp_path, common, monkeypatch):
     source = tmp_path / "source"
-    assert run_cli(capsys, "search", *common, "--episodes", "8", "--out", str(source), "--quiet")[0] == 0
+    assert run_cli(capsys, "search", *common, "--episodes", "12", "--out", str(source), "--quiet")[0] == 0
     with monkeypatch.context() as patch:
-        interrupt_at_episode(patch, 4)
+        interrupt_at_episode(patch, 9)  # the rollout, the warm start's replays and at least one agent episode
         out = tmp_path / "ft"
         policy = ["--policy", str(source / "policy.zip")]
-        args = ["apply", *policy, *common, "--finetune-episodes", "12", "--out", str(out), "--quiet"]
+        args = ["apply", *policy, *common, "--finetune-episodes", "16", "--out", str(out), "--quiet"]
         status, _, err = run_cli(capsys, *args)
     assert status == 130 and f"cwhawq search --resume --out {out}" in err
-    status, _, err = run_cli(capsys, "search", *common, "--episodes", "12", "--resume", "--out", str(out), "--quiet")
+    status, _, err = run_cli(capsys, "search", *common, "--episodes", "16", "--resume", "--out", str(out), "--quiet")
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
-    assert result["method"] == "policy-finetune" and result["search"]["episodes"] == 12
+    assert result["method"] == "policy-finetune" and result["search"]["episodes"] == 16
 
 
 @pytest.mark.parametrize(

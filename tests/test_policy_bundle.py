@@ -111,7 +111,7 @@ def test_missing_or_foreign_file_is_refused(tmp_path):
         read_metadata(tmp_path / "x.zip")
 
 
-@pytest.mark.parametrize("finetune", [0, 8])
+@pytest.mark.parametrize("finetune", [0, 14])
 def test_apply_on_another_architecture(capsys, cache_dir, trained_policy, tmp_path, finetune):
     path, _ = trained_policy
     out = tmp_path / "applied"
@@ -169,8 +169,11 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
     )
     run = SearchRun(digits_problem, settings, start_from=path)
     assert run.coarse is None  # a fine-tune starts from the policy, not from a layer-wise phase
-    # Zero-shot rollout, the baselines, then the best of them replayed as an episode and cloned into the actor.
-    assert run.record.episodes == 1 + len(DETERMINISTIC_METHODS) + 1
+    # Zero-shot rollout, the baselines as they are, the baselines replayed, then the rollout replayed only if it
+    # beats every replay (the replays are the starts the actor can reproduce).
+    n = len(DETERMINISTIC_METHODS)
+    replays = [episode["val_accuracy"] for episode in run.record.history[1 + n : 1 + 2 * n]]
+    assert run.record.episodes == 1 + 2 * n + (zero_shot > max(replays))
     assert run.record.best_val_accuracy >= max(zero_shot, *baselines)
     result = run.run()
     assert result["accuracy"]["quantized_val"] >= max(zero_shot, *baselines)

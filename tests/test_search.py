@@ -31,9 +31,9 @@ def settings_for(out, episodes, resume=False):
 
 def test_short_search_writes_everything(digits_problem, tmp_path):
     out = tmp_path / "run"
-    result = SearchRun(digits_problem, settings_for(out, episodes=9)).run()
+    result = SearchRun(digits_problem, settings_for(out, episodes=14)).run()
     on_disk = json.loads((out / "result.json").read_text())
-    assert on_disk["search"]["episodes"] == 9
+    assert on_disk["search"]["episodes"] == 14
     assert on_disk["totals"]["weight_bits"] <= digits_problem.budget.total_bits
     assert [layer["name"] for layer in on_disk["layers"]] == [layer.name for layer in digits_problem.layers]
     for layer in on_disk["layers"]:
@@ -48,7 +48,7 @@ def test_short_search_writes_everything(digits_problem, tmp_path):
     events.Reload()
     for tag in SCALARS:
         values = events.Scalars(f"search/{tag}")
-        assert [v.step for v in values] == list(range(9)), tag
+        assert [v.step for v in values] == list(range(14)), tag
     assert events.Histograms("search/layer_avg_bits")
 
 
@@ -75,7 +75,7 @@ def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
 def test_a_search_shorter_than_its_warm_start_warns(digits_problem, tmp_path):
     with pytest.warns(UserWarning, match="did not train"):
         result = SearchRun(digits_problem, settings_for(tmp_path / "run", episodes=4)).run()
-    assert result["search"]["episodes"] == 6  # the 5 baselines and the replayed start: all evaluated, all kept
+    assert result["search"]["episodes"] == 10  # the 5 baselines as they are and replayed: all evaluated, all kept
 
 
 def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, monkeypatch):
@@ -87,22 +87,22 @@ def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, mon
     def finish_then_interrupt():
         outcome = original_finish()
         finished.append(outcome)
-        if len(finished) == 4:
+        if len(finished) == 8:
             raise KeyboardInterrupt
         return outcome
 
     monkeypatch.setattr(env, "_finish", finish_then_interrupt)
-    result = SearchRun(digits_problem, settings_for(out, episodes=14), env=env).run()
+    result = SearchRun(digits_problem, settings_for(out, episodes=18), env=env).run()
     assert result["search"]["interrupted"]
-    # The warm start's evaluations (the 5 baselines as they are, then the best one's shares as an episode: the
-    # first env episode), then two agent episodes; the fourth env episode was interrupted.
-    assert result["search"]["episodes"] == 8
+    # The warm start's evaluations (the 5 baselines as they are, then replayed as the first 5 env episodes), then
+    # two agent episodes; the eighth env episode was interrupted.
+    assert result["search"]["episodes"] == 12
     assert json.loads((out / "best.json").read_text())["best_assignment"]
 
-    resumed = SearchRun(digits_problem, settings_for(out, episodes=12, resume=True)).run()
-    assert resumed["search"]["episodes"] == 12
+    resumed = SearchRun(digits_problem, settings_for(out, episodes=16, resume=True)).run()
+    assert resumed["search"]["episodes"] == 16
     assert not resumed["search"]["interrupted"]
-    assert resumed["search"]["best_val_accuracy_curve"][:8] == result["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_accuracy_curve"][:12] == result["search"]["best_val_accuracy_curve"]
 
 
 def test_warm_start_is_the_floor(digits_problem, tmp_path):
@@ -171,30 +171,31 @@ def test_coarse_phase_starts_the_channel_search(digits_problem, tmp_path, monkey
 
     monkeypatch.setattr(search, "warm_start", recording_warm_start)
     out = tmp_path / "run"
-    run = SearchRun(digits_problem, coarse_settings_for(out, episodes=16))
+    run = SearchRun(digits_problem, coarse_settings_for(out, episodes=30))
     result = run.run()
     coarse = json.loads((out / "coarse" / "result.json").read_text())
-    assert coarse["method"] == "ddpg-layer" and coarse["search"]["episodes"] == 8
+    assert coarse["method"] == "ddpg-layer" and coarse["search"]["episodes"] == 15
     assert all(len(set(layer["bits"])) == 1 for layer in coarse["layers"])
     # The coarse phase's episodes and its final rollout are the first of the search's evaluations.
     assert result["method"] == "ddpg-channel"
-    assert result["search"]["episodes"] == 16
-    assert result["search"]["best_val_accuracy_curve"][:8] == coarse["search"]["best_val_accuracy_curve"]
-    assert run.record.history[8]["val_accuracy"] == coarse["search"]["final_policy_val_accuracy"]
+    assert result["search"]["episodes"] == 30
+    assert result["search"]["best_val_accuracy_curve"][:15] == coarse["search"]["best_val_accuracy_curve"]
+    assert run.record.history[15]["val_accuracy"] == coarse["search"]["final_policy_val_accuracy"]
     # The channel-wise warm start knows the coarse phase's best (a layer-wise assignment) besides the baselines.
     coarse_start, channel_start = starts
     assert coarse_start == []
     (known_info, _), = channel_start
-    assert known_info["val_accuracy"] == max(h["val_accuracy"] for h in run.record.history[:9])
+    assert known_info["val_accuracy"] == max(h["val_accuracy"] for h in run.record.history[:16])
     assert all(len(set(bits.tolist())) == 1 for bits in known_info["assignment"].values())
     assert result["accuracy"]["quantized_val"] >= coarse["accuracy"]["quantized_val"]
     events = EventAccumulator(str(out / "coarse" / "tb"), size_guidance={"scalars": 0})
     events.Reload()
-    assert [v.step for v in events.Scalars("search/val_accuracy")] == list(range(8))
+    assert [v.step for v in events.Scalars("search/val_accuracy")] == list(range(15))
 
 
 def test_progress_bars_name_each_phase(digits_problem, tmp_path, capsys):
-    settings = coarse_settings_for(tmp_path / "out", episodes=20)  # 10 + 1 layer-wise, 6 warm-start, 3 channel-wise
+    # 15 + 1 layer-wise, 10 or 11 warm-start, the rest channel-wise
+    settings = coarse_settings_for(tmp_path / "out", episodes=30)
     settings.progress = True
     SearchRun(digits_problem, settings).run()
     err = capsys.readouterr().err
@@ -216,18 +217,18 @@ def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch
         return outcome
 
     monkeypatch.setattr(ChannelBitsEnv, "_finish", finish_then_interrupt)
-    interrupted = SearchRun(digits_problem, coarse_settings_for(out, episodes=16)).run()
+    interrupted = SearchRun(digits_problem, coarse_settings_for(out, episodes=30)).run()
     assert interrupted["search"]["interrupted"] and interrupted["method"] == "ddpg-layer"
     # The layer-wise baseline, its replay and two agent episodes; the fourth env episode was interrupted.
     assert interrupted["search"]["episodes"] == 4
     assert json.loads((out / "result.json").read_text()) == json.loads(json.dumps(interrupted))
     with pytest.raises(CwhawqError, match="--resume"):
-        SearchRun(digits_problem, coarse_settings_for(out, episodes=16))
+        SearchRun(digits_problem, coarse_settings_for(out, episodes=30))
 
     monkeypatch.setattr(ChannelBitsEnv, "_finish", original_finish)
-    resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=16, resume=True)).run()
+    resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=30, resume=True)).run()
     assert not resumed["search"]["interrupted"] and resumed["method"] == "ddpg-channel"
-    assert resumed["search"]["episodes"] == 16
+    assert resumed["search"]["episodes"] == 30
     assert resumed["search"]["best_val_accuracy_curve"][:4] == interrupted["search"]["best_val_accuracy_curve"]
 
 

@@ -1,0 +1,58 @@
+"""The warm start: baselines evaluated as they are and replayed, the best replay cloned into the actor."""
+
+import numpy as np
+import pytest
+
+from agents.ddpg import make_agent
+from agents.warm_start import BEST, play_actions, warm_start
+from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
+from cwhawq.settings import AgentSettings
+from envs.channel_bits_env import ChannelBitsEnv
+
+
+@pytest.fixture()
+def agent_and_env(digits_problem):
+    env = ChannelBitsEnv(digits_problem)
+    return make_agent(env, AgentSettings(net_arch=(32, 32)), env.n_steps, seed=0), env
+
+
+def replayed_val(env, name):
+    """Validation accuracy of baseline `name`'s counts played as an episode."""
+    actions = env.actions_for(run_method(env.problem, name))
+    return play_actions(env, actions)[-1][4]["val_accuracy"], actions
+
+
+def test_every_baseline_is_evaluated_as_is_and_replayed(agent_and_env):
+    model, env = agent_and_env
+    outcomes = warm_start(model, env, BEST)
+    n = len(DETERMINISTIC_METHODS)
+    assert len(outcomes) == 2 * n
+    as_is = [env.problem.evaluate(run_method(env.problem, name), count=False) for name in DETERMINISTIC_METHODS]
+    assert [info["val_accuracy"] for info, _ in outcomes[:n]] == as_is
+    assert [info["val_accuracy"] for info, _ in outcomes[n:]] == [replayed_val(env, m)[0] for m in DETERMINISTIC_METHODS]
+    assert model.replay_buffer.size() == n * env.n_steps  # every replay, step by step
+
+
+def test_the_best_replay_is_cloned_into_the_actor(agent_and_env):
+    model, env = agent_and_env
+    warm_start(model, env, BEST)
+    replays = [replayed_val(env, name) for name in DETERMINISTIC_METHODS]
+    _, best_actions = max(replays, key=lambda replay: replay[0])
+    obs, _ = env.reset()
+    for expected in best_actions:
+        action, _ = model.predict(obs, deterministic=True)
+        assert action == pytest.approx(np.clip(expected, -0.98, 0.98), abs=0.05)
+        obs, *_ = env.step(expected)
+
+
+def test_a_better_known_outcome_is_replayed_and_cloned(agent_and_env):
+    model, env = agent_and_env
+    known = run_method(env.problem, "ilp-layer")
+    outcomes = warm_start(model, env, "uniform", known=[({"assignment": known, "val_accuracy": 1.0}, 0.0)])
+    assert len(outcomes) == 3  # uniform as is, uniform replayed, the known assignment replayed
+    assert model.replay_buffer.size() == 2 * env.n_steps
+    obs, _ = env.reset()
+    for expected in env.actions_for(known):
+        action, _ = model.predict(obs, deterministic=True)
+        assert action == pytest.approx(np.clip(expected, -0.98, 0.98), abs=0.05)
+        obs, *_ = env.step(expected)
