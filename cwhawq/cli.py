@@ -172,12 +172,8 @@ def _distill(args: argparse.Namespace) -> None:
     from agents.distill import distill_runs
 
     out = Path(args.out)
-    trained_on = distill_runs(
-        args.runs,
-        out,
-        AgentSettings(action=args.action, observation=args.observation),
-        args.seed, args.cache_dir, progress=not args.quiet
-    )
+    agent = AgentSettings(action=args.action, observation=args.observation)
+    trained_on = distill_runs(args.runs, out, agent, args.seed, args.cache_dir, progress=not args.quiet)
     models = sorted({source["model"] for source in trained_on["distilled_from"]})
     print(
         f"distilled {len(args.runs)} runs ({trained_on['layers']} layer steps; models: {', '.join(models)}) "

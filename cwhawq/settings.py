@@ -25,17 +25,17 @@ class AgentSettings:
     """DDPG hyper-parameters; defaults follow HAQ where stable-baselines3 allows (see agents/ddpg.py).
 
     `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search, or "best": every
-    deterministic baseline is evaluated and the best on validation starts it (agents/warm_start.py); None keeps
-    HAQ's uniform random warm-up. After a warm start, warm-up episodes explore around it, except a
-    `warmup_random_share` of them, which sample uniformly. `action` is the channel-granularity action
-    parameterisation of the environment: "level" (one scalar per layer) or "shares" (one share per bit-width);
-    see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default. `observation` is the
-    environment's observation version (`envs.observation`): "v2" adds the baselines' per-layer levels. The agent trains once per
-    episode with `updates_per_step` gradient steps per environment step of the episode (HAQ: 1). With
-    `imitate_best`, every new best episode is cloned into the actor (self-imitation), so that exploration
-    follows the best assignment found so far. With `coarse_share` > 0, a channel-granularity search spends that
-    share of its episodes on a layer-wise search first, whose best assignment joins the channel-wise search's
-    warm-start candidates (coarse to fine; agents/search.py).
+    deterministic baseline is evaluated as it is and replayed in the environment, and the best replay on validation
+    starts it (agents/warm_start.py); None keeps HAQ's uniform random warm-up. After a warm start, warm-up episodes
+    explore around it, except a `warmup_random_share` of them, which sample uniformly. `action` is the
+    channel-granularity action parameterisation of the environment: "level" (one scalar per layer) or "shares"
+    (one share per bit-width); see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
+    `observation` is the environment's observation version (`envs.observation.OBSERVATION_VERSIONS`): "v2" adds the
+    baselines' per-layer levels. The agent trains once per episode with `updates_per_step` gradient steps per
+    environment step of the episode (HAQ: 1). With `imitate_best`, every new best episode is cloned into the actor
+    (self-imitation), so that exploration follows the best assignment found so far. With `coarse_share` > 0, a
+    channel-granularity search spends that share of its episodes on a layer-wise search first, whose best
+    assignment joins the channel-wise search's warm-start candidates (coarse to fine; agents/search.py).
     """
 
     warmup_episodes: int = 20

@@ -4,7 +4,8 @@ from dataclasses import asdict
 
 import pytest
 
-from cwhawq.settings import ProblemSettings, TraceSettings
+from cwhawq.settings import AgentSettings, ProblemSettings, TraceSettings
+from envs.observation import OBSERVATION_VERSION
 
 
 @pytest.mark.parametrize(
@@ -22,3 +23,7 @@ def test_problem_settings_round_trip(settings):
 def test_unknown_keys_are_not_silently_dropped():
     with pytest.raises(TypeError):
         ProblemSettings.from_dict({**asdict(ProblemSettings()), "future_option": 1})
+
+
+def test_default_observation_is_the_environments():
+    assert AgentSettings().observation == OBSERVATION_VERSION
