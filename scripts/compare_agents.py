@@ -16,6 +16,10 @@ from pathlib import Path
 
 from benchmark import DETERMINISTIC_METHODS, load_rows
 
+#: The last commit whose warm start started from the best baseline as it is, not from the best replay of the
+#: baselines (change 17); variants measured before that change name it, since a rerun now gives other rows.
+START_AS_IS = "git checkout ca4e727 && "
+
 #: name -> (raw rows, command that produced them, method rows to take)
 VARIANTS: dict[str, tuple[str, str, str]] = {
     "shares, no warm start (HAQ's random warm-up)": (
@@ -32,7 +36,8 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "shares, warm start: best baseline": (
         "docs/benchmark/shares_action/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel random --action shares --out docs/benchmark/shares_action",
+        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel random --action shares"
+        " --out docs/benchmark/shares_action",
         "ddpg-channel",
     ),
     "level, warm start: best baseline": (
@@ -41,7 +46,12 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/no_imitation",
         "ddpg-channel",
     ),
-    "level, best start, self-imitation (default)": (
+    "level, best start as is, self-imitation": (
+        "docs/benchmark/start_as_is/results.jsonl",
+        f"{START_AS_IS}python scripts/benchmark.py --seeds 5 (its ddpg-channel rows, moved to docs/benchmark/start_as_is)",
+        "ddpg-channel",
+    ),
+    "level, best replayed start, self-imitation (default)": (
         "docs/benchmark/results.jsonl",
         "python scripts/benchmark.py --seeds 5",
         "ddpg-channel",
@@ -54,7 +64,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "random search, level": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5", "random"),
     "level, 4 updates per step": (
         "docs/benchmark/updates_per_step_4/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --updates-per-step 4"
+        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --updates-per-step 4"
         " --out docs/benchmark/updates_per_step_4, then the same with --models lenet5 --budgets 2.25 2.5",
         "ddpg-channel",
     ),
@@ -78,21 +88,45 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "coarse to fine, a third of the episodes layer-wise": (
         "docs/benchmark/coarse_share_0.33/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.33 --out docs/benchmark/coarse_share_0.33",
+        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.33"
+        " --out docs/benchmark/coarse_share_0.33",
         "ddpg-channel",
     ),
     "coarse to fine, 15% of the episodes layer-wise": (
         "docs/benchmark/coarse_share_0.15/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini lenet5"
+        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini lenet5"
         " --out docs/benchmark/coarse_share_0.15, then the same with --models resnet_mini --seeds 5",
+        "ddpg-channel",
+    ),
+    "coarse to fine, 15% layer-wise, replayed start": (
+        "docs/benchmark/coarse_share_0.15_replayed_start/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini --seeds 5"
+        " --out docs/benchmark/coarse_share_0.15_replayed_start",
+        "ddpg-channel",
+    ),
+    "observation v2, start as is": (
+        "docs/benchmark/observation_v2/results.jsonl",
+        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --observation v2"
+        " --out docs/benchmark/observation_v2",
         "ddpg-channel",
     ),
 }
 
 DISTILLED_COMMAND = (
-    "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets digits_cnn lenet5"
-    " resnet_mini --out docs/benchmark/transfer_distilled --reference docs/benchmark/results.jsonl"
+    f"{START_AS_IS}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
+    " digits_cnn lenet5 resnet_mini --out docs/benchmark/transfer_distilled --reference docs/benchmark/results.jsonl"
     " --work runs/distilled --markdown docs/BENCHMARKS.md --section transfer-distilled"
+)
+DISTILLED_V2_COMMAND = (
+    "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets digits_cnn lenet5"
+    " resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2 --reference docs/benchmark/results.jsonl"
+    " --work runs/distilled_v2 --markdown docs/BENCHMARKS.md --section transfer-distilled"
+)
+DISTILLED_V2_AS_IS_COMMAND = (
+    f"{START_AS_IS}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
+    " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2"
+    " --reference docs/benchmark/results.jsonl --work runs/distilled_v2 (rows moved to"
+    " docs/benchmark/transfer_distilled_v2_start_as_is)"
 )
 
 #: Fine-tune variants of the transfer benchmark (policy-finetune rows), same layout.
@@ -127,14 +161,29 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "git checkout aa58290 && python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
-    "level, fine-tune, self-imitation, new critic (default)": (
+    "level, fine-tune, self-imitation, new critic, start as is": (
+        "docs/benchmark/transfer_start_as_is.jsonl",
+        f"{START_AS_IS}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/transfer_start_as_is.jsonl)",
+        "policy-finetune",
+    ),
+    "level, fine-tune, replayed start (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
-    "distilled from the two other models, fine-tune": (
+    "distilled from the two other models, fine-tune, start as is": (
         "docs/benchmark/transfer_distilled/transfer.jsonl",
         DISTILLED_COMMAND,
+        "policy-finetune",
+    ),
+    "distilled, observation v2, fine-tune, start as is": (
+        "docs/benchmark/transfer_distilled_v2_start_as_is/transfer.jsonl",
+        DISTILLED_V2_AS_IS_COMMAND,
+        "policy-finetune",
+    ),
+    "distilled, observation v2, fine-tune, replayed start": (
+        "docs/benchmark/transfer_distilled_v2/transfer.jsonl",
+        DISTILLED_V2_COMMAND,
         "policy-finetune",
     ),
     "offset from the greedy, fine-tune": (
@@ -153,14 +202,29 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         "git checkout f64bdd3 && python scripts/benchmark_transfer.py",
         "policy-zero-shot",
     ),
-    "level, self-imitation, zero-shot (default)": (
+    "level, self-imitation, zero-shot, start as is": (
+        "docs/benchmark/transfer_start_as_is.jsonl",
+        f"{START_AS_IS}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/transfer_start_as_is.jsonl)",
+        "policy-zero-shot",
+    ),
+    "level, zero-shot, replayed start (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-zero-shot",
     ),
-    "distilled from the two other models, zero-shot": (
+    "distilled from the two other models, zero-shot, start as is": (
         "docs/benchmark/transfer_distilled/transfer.jsonl",
         DISTILLED_COMMAND,
+        "policy-zero-shot",
+    ),
+    "distilled, observation v2, zero-shot, start as is": (
+        "docs/benchmark/transfer_distilled_v2_start_as_is/transfer.jsonl",
+        DISTILLED_V2_AS_IS_COMMAND,
+        "policy-zero-shot",
+    ),
+    "distilled, observation v2, zero-shot, replayed start": (
+        "docs/benchmark/transfer_distilled_v2/transfer.jsonl",
+        DISTILLED_V2_COMMAND,
         "policy-zero-shot",
     ),
     "offset from the greedy, zero-shot": (
@@ -169,7 +233,7 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/offset_action --reference docs/benchmark/results.jsonl",
         "policy-zero-shot",
     ),
-    "from scratch (300 evals, default)": (
+    "from scratch (300 evals, replayed start, default)": (
         "docs/benchmark/results.jsonl",
         "python scripts/benchmark.py --seeds 5",
         "ddpg-channel",
