@@ -80,6 +80,12 @@ def _replay(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> tupl
     return actions, steps
 
 
+def _outcome(steps: list[Step]) -> tuple[dict[str, Any], float]:
+    """The (terminal info, reward) of a played episode."""
+    _, _, reward, _, info = steps[-1]
+    return info, reward
+
+
 def warm_start(
     model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[tuple[dict[str, Any], float]] = ()
 ) -> list[tuple[dict[str, Any], float]]:
@@ -91,13 +97,13 @@ def warm_start(
     """
     baselines = evaluate_baselines(env.problem, start)
     replays = [_replay(model, env, info["assignment"]) for info, _ in baselines]
-    actions, steps = max(replays, key=lambda replay: replay[1][-1][4]["val_accuracy"])
-    evaluations = [*baselines, *((steps[-1][4], steps[-1][2]) for _, steps in replays)]
+    actions, steps = max(replays, key=lambda replay: _outcome(replay[1])[0]["val_accuracy"])
+    evaluations = [*baselines, *(_outcome(played) for _, played in replays)]
     if known:
         best_known = max(known, key=lambda outcome: outcome[0]["val_accuracy"])[0]
-        if best_known["val_accuracy"] > steps[-1][4]["val_accuracy"]:
+        if best_known["val_accuracy"] > _outcome(steps)[0]["val_accuracy"]:
             actions, steps = _replay(model, env, best_known["assignment"])
-            evaluations.append((steps[-1][4], steps[-1][2]))
+            evaluations.append(_outcome(steps))
     clone_actions(model, np.stack([step[0] for step in steps]), np.stack(actions))
     model.explore_from_policy = True
     return evaluations
