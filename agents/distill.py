@@ -125,7 +125,7 @@ def distill_runs(
     agent = agent or AgentSettings()
     problems: dict[str, QuantProblem] = {}
     runs = [load_source_run(path, cache_dir, progress, problems) for path in paths]
-    envs = [ChannelBitsEnv(run.problem, action=agent.action, observation=agent.observation) for run in runs]
+    envs = [ChannelBitsEnv.for_agent(run.problem, agent) for run in runs]
     model, error = distill_policy([(env, run.assignment) for env, run in zip(envs, runs)], agent, seed)
     trained_on = {
         "distilled_from": [

@@ -108,9 +108,7 @@ class SearchRun:
         self.settings = settings
         self._unlogged: list[tuple[dict[str, Any], float]] = []
         self.out = settings.out_dir
-        self.env = env if env is not None else ChannelBitsEnv(
-            problem, action=settings.agent.action, observation=settings.agent.observation
-        )
+        self.env = env if env is not None else ChannelBitsEnv.for_agent(problem, settings.agent)
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
         self.final_outcome: tuple[dict[str, Any], float] | None = None
         self.coarse: SearchRun | None = None

@@ -149,7 +149,7 @@ def _apply(args: argparse.Namespace) -> None:
     else:
         if (settings.out_dir / "result.json").exists():
             raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
-        env = ChannelBitsEnv(problem, action=agent.action, observation=agent.observation)
+        env = ChannelBitsEnv.for_agent(problem, agent)
         model, metadata = load_bundle(args.policy, env)
         info = rollout(model, env)
         result = build_result(

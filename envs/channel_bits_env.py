@@ -20,7 +20,7 @@ from cwhawq.baselines import run_method
 from cwhawq.cost import layer_weight_bits
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
-from cwhawq.settings import ProblemSettings
+from cwhawq.settings import AgentSettings, ProblemSettings
 from envs.action_mapping import (
     action_to_ratios,
     fit_counts,
@@ -117,6 +117,11 @@ class ChannelBitsEnv(gym.Env):
         self._target = min(self.problem.budget.total_bits, reachable)
         self._pinned_cost = pinned_cost
         self._reset_state()
+
+    @classmethod
+    def for_agent(cls, problem: QuantProblem, agent: AgentSettings, granularity: str = "channel") -> ChannelBitsEnv:
+        """The environment an agent with `agent` settings searches in: its action and observation version."""
+        return cls(problem, granularity=granularity, action=agent.action, observation=agent.observation)
 
     @property
     def n_steps(self) -> int:

@@ -81,7 +81,7 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
             out=out,
             progress=False,
         )
-        env = ChannelBitsEnv(problem, granularity=granularity, action=agent.action, observation=agent.observation)
+        env = ChannelBitsEnv.for_agent(problem, agent, granularity)
         result = SearchRun(problem, settings, env=env).run()
     search = result["search"]
     assignment = {layer["name"]: layer["bits"] for layer in result["layers"]}

@@ -73,7 +73,7 @@ def transfer_rows(
     """Zero-shot and fine-tuned results of `policy` on the target problem."""
     rows = []
     start = time.perf_counter()
-    env = ChannelBitsEnv(target, action=agent.action, observation=agent.observation)
+    env = ChannelBitsEnv.for_agent(target, agent)
     loaded, _ = load_bundle(policy, env)
     zero_shot = rollout(loaded, env)["assignment"]
     rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
