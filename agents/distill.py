@@ -24,7 +24,8 @@ import numpy as np
 
 from agents.ddpg import HaqDDPG, make_agent
 from agents.policy_bundle import env_signature, save_bundle
-from agents.warm_start import clone_actions, play_actions
+from agents.rollout import play_actions
+from agents.warm_start import clone_actions
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.settings import AgentSettings, ProblemSettings

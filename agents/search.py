@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.callbacks import SearchCallback
-from agents.ddpg import HaqDDPG, make_agent
+from agents.ddpg import make_agent
 from agents.policy_bundle import load_bundle, save_bundle
+from agents.rollout import Outcome, reuse_outcomes, rollout_with_reward
 from agents.warm_start import clone_actions, warm_start
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
@@ -35,21 +36,6 @@ from envs.channel_bits_env import ChannelBitsEnv
 COARSE_DIR = "coarse"
 #: The coarse phase starts from the best layer-wise baseline, as the layer-wise DDPG does.
 COARSE_WARM_START = "ilp-layer"
-
-
-def rollout(model: HaqDDPG, env: ChannelBitsEnv) -> dict[str, Any]:
-    """One deterministic episode of the policy; returns the terminal info (assignment, size, accuracy)."""
-    return rollout_with_reward(model, env)[0]
-
-
-def rollout_with_reward(model: HaqDDPG, env: ChannelBitsEnv) -> tuple[dict[str, Any], float]:
-    """One deterministic episode of the policy; returns its terminal (info, reward)."""
-    obs, _ = env.reset()
-    while True:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            return info, float(reward)
 
 
 def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any]:
@@ -90,8 +76,9 @@ class SearchRun:
         env: the environment (default: channel granularity on `problem`, with `settings.agent.action`).
         start_from: a policy bundle to fine-tune: a fresh agent whose actor is the bundle's (the critic is new),
             on a fresh search's schedule (warm-up episodes explore around the policy before the first update); the
-            bundle's own deterministic output is the first episode, so the result is never worse (on validation)
-            than applying the policy zero-shot. With a warm start set, the baselines it names are evaluated on
+            bundle's zero-shot outcomes (`agents.rollout.reuse_outcomes`: its deterministic output, and that output
+            fitted to the budget) are the first episodes, so the result is never worse (on validation) than
+            applying the policy zero-shot. With a warm start set, the baselines it names are evaluated on
             this problem too (one evaluation each), and the best of them and the policy's own output is cloned
             into the actor, as in a fresh search. `settings.agent.net_arch` is set to the bundle's. A fine-tune
             has no coarse phase.
@@ -106,11 +93,11 @@ class SearchRun:
     ) -> None:
         self.problem = problem
         self.settings = settings
-        self._unlogged: list[tuple[dict[str, Any], float]] = []
+        self._unlogged: list[Outcome] = []
         self.out = settings.out_dir
         self.env = env if env is not None else ChannelBitsEnv.for_agent(problem, settings.agent)
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
-        self.final_outcome: tuple[dict[str, Any], float] | None = None
+        self.final_outcome: Outcome | None = None
         self.coarse: SearchRun | None = None
         check_settings(settings)
         with_coarse = settings.agent.coarse_share > 0 and start_from is None and self.env.granularity == "channel"
@@ -200,7 +187,7 @@ class SearchRun:
         self.model.actor.load_state_dict(source.actor.state_dict())
         self.model.actor_target.load_state_dict(source.actor.state_dict())
         self.model.explore_from_policy = True
-        self._unlogged = [rollout_with_reward(self.model, self.env)]
+        self._unlogged = reuse_outcomes(self.model, self.env)
         if agent.warm_start:
             self._unlogged += warm_start(self.model, self.env, agent.warm_start, known=self._unlogged)
         for outcome in self._unlogged:

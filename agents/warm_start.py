@@ -15,12 +15,12 @@ a fine-tune explores around the best start it knows rather than around a policy 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
 from agents.ddpg import HaqDDPG
+from agents.rollout import Outcome, Step, best_outcome, outcome, play_actions
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
 from cwhawq.problem import Assignment, QuantProblem
 from envs.channel_bits_env import ChannelBitsEnv, evaluate_outcome
@@ -48,22 +48,7 @@ def clone_actions(model: HaqDDPG, observations: np.ndarray, actions: np.ndarray,
     return loss.item()
 
 
-Step = tuple[np.ndarray, np.ndarray, float, bool, dict[str, Any]]
-
-
-def play_actions(env: ChannelBitsEnv, actions: Sequence[np.ndarray]) -> list[Step]:
-    """Play `actions` as one episode of `env` (evaluated at its end): (obs, next_obs, reward, terminated, info) of
-    every step."""
-    steps = []
-    obs, _ = env.reset()
-    for action in actions:
-        next_obs, reward, terminated, _, info = env.step(action)
-        steps.append((obs, next_obs, float(reward), bool(terminated), info))
-        obs = next_obs
-    return steps
-
-
-def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[tuple[dict[str, Any], float]]:
+def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[Outcome]:
     """Evaluate the named baseline, or every deterministic baseline for "best"; (info, reward) of each."""
     names = list(DETERMINISTIC_METHODS) if warm_start == BEST else [warm_start]
     return [evaluate_outcome(problem, run_method(problem, name)) for name in names]
@@ -80,15 +65,7 @@ def _replay(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> tupl
     return actions, steps
 
 
-def _outcome(steps: list[Step]) -> tuple[dict[str, Any], float]:
-    """The (terminal info, reward) of a played episode."""
-    _, _, reward, _, info = steps[-1]
-    return info, reward
-
-
-def warm_start(
-    model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[tuple[dict[str, Any], float]] = ()
-) -> list[tuple[dict[str, Any], float]]:
+def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[Outcome] = ()) -> list[Outcome]:
     """Evaluate the baseline(s) named by `start` as they are and replayed in `env`, then clone the best replay, or
     the replay of the best `known` outcome (already evaluated, e.g. a transferred policy's rollout) where that is
     better on validation, into the actor.
@@ -97,13 +74,13 @@ def warm_start(
     """
     baselines = evaluate_baselines(env.problem, start)
     replays = [_replay(model, env, info["assignment"]) for info, _ in baselines]
-    actions, steps = max(replays, key=lambda replay: _outcome(replay[1])[0]["val_accuracy"])
-    evaluations = [*baselines, *(_outcome(played) for _, played in replays)]
+    actions, steps = max(replays, key=lambda replay: outcome(replay[1])[0]["val_accuracy"])
+    evaluations = [*baselines, *(outcome(played) for _, played in replays)]
     if known:
-        best_known = max(known, key=lambda outcome: outcome[0]["val_accuracy"])[0]
-        if best_known["val_accuracy"] > _outcome(steps)[0]["val_accuracy"]:
+        best_known = best_outcome(known)[0]
+        if best_known["val_accuracy"] > outcome(steps)[0]["val_accuracy"]:
             actions, steps = _replay(model, env, best_known["assignment"])
-            evaluations.append(_outcome(steps))
+            evaluations.append(outcome(steps))
     clone_actions(model, np.stack([step[0] for step in steps]), np.stack(actions))
     model.explore_from_policy = True
     return evaluations

@@ -122,7 +122,8 @@ def _exit_if_interrupted(result: dict, hint: str = "rerun with --resume to conti
 
 def _apply(args: argparse.Namespace) -> None:
     from agents.policy_bundle import load_bundle, read_metadata
-    from agents.search import SearchRun, rollout
+    from agents.rollout import ZERO_SHOT_OUTCOMES, best_outcome, reuse_outcomes
+    from agents.search import SearchRun
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary
     from cwhawq.tracking import write_json_atomic
@@ -151,13 +152,21 @@ def _apply(args: argparse.Namespace) -> None:
             raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
         env = ChannelBitsEnv.for_agent(problem, agent)
         model, metadata = load_bundle(args.policy, env)
-        info = rollout(model, env)
+        outcomes = reuse_outcomes(model, env)
         result = build_result(
             problem,
-            info["assignment"],
+            best_outcome(outcomes)[0]["assignment"],
             "policy-zero-shot",
             settings.to_dict(),
-            extra={"policy": {"path": str(args.policy), "trained_on": metadata["trained_on"]}},
+            extra={
+                "policy": {"path": str(args.policy), "trained_on": metadata["trained_on"]},
+                "zero_shot": {
+                    "evaluations": len(outcomes),
+                    "val_accuracy": {
+                        name: info["val_accuracy"] for name, (info, _) in zip(ZERO_SHOT_OUTCOMES, outcomes)
+                    },
+                },
+            },
         )
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(settings.out_dir / "result.json", result)

@@ -9,6 +9,7 @@ discount is 1, so the terminal reward is the return of every step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -155,12 +156,8 @@ class ChannelBitsEnv(gym.Env):
         """Give the current layer's channels their bits; evaluate the model after the last layer."""
         layer = self.layers[self._index]
         action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
-        if self.action == "shares":
-            ratios, fit = action_to_ratios(action), fit_counts
-        elif self.action == "level":
-            ratios, fit = level_action_to_ratios(action, len(self.bit_widths)), fit_counts
-        else:
-            ratios, fit = layer_action_to_ratios(action, len(self.bit_widths)), fit_uniform
+        ratios = self._ratios(action)
+        fit = fit_uniform if self.action == "layer" else fit_counts
         left = self._target - self._spent
         counts = fit(
             ratios,
@@ -177,6 +174,45 @@ class ChannelBitsEnv(gym.Env):
         if self._index < self.n_steps:
             return self._observe(), 0.0, False, False, {}
         return self._observe(), *self._finish()
+
+    def _ratios(self, action: np.ndarray) -> np.ndarray:
+        """The share of a layer's channels that `action` asks for at each candidate bit-width, before the guard."""
+        if self.action == "shares":
+            return action_to_ratios(action)
+        if self.action == "level":
+            return level_action_to_ratios(action, len(self.bit_widths))
+        return layer_action_to_ratios(action, len(self.bit_widths))
+
+    def fit_to_budget(self, actions: Sequence[np.ndarray], iterations: int = 60) -> list[np.ndarray]:
+        """Shift one episode's scalar actions by a common amount so that the storage they ask for fits the budget.
+
+        The shift is the largest (found by bisection; storage grows with it) whose layers' storage, before
+        rounding to whole channels, fits in what the budget leaves after pinned layers. Played as an episode,
+        the shifted actions keep the order the original ones put the layers in, and the guard only rounds;
+        played as they are, the guard charges everything the first layers overspent to the last ones.
+        """
+        if self.action == "shares":
+            raise CwhawqError("only a scalar action (level or layer) can be fitted to the budget, not 'shares'")
+        if len(actions) != self.n_steps:
+            raise CwhawqError(f"need one action per searchable layer ({self.n_steps}), got {len(actions)}")
+        levels = np.array([float(np.asarray(action).reshape(-1)[0]) for action in actions])
+        params = np.array([layer.params for layer in self.layers], dtype=np.float64)
+        available = self._target - self._pinned_cost
+
+        def shifted(shift: float) -> np.ndarray:
+            return np.clip(levels + shift, -1.0, 1.0)
+
+        def storage(shift: float) -> float:
+            bits = [self._ratios(np.array([level])) @ self.bit_widths for level in shifted(shift)]
+            return float(params @ np.asarray(bits))
+
+        low, high = -2.0, 2.0  # from every layer at the lowest width to every layer at the highest
+        if storage(high) <= available:
+            low = high
+        for _ in range(iterations):
+            middle = (low + high) / 2.0
+            low, high = (middle, high) if storage(middle) <= available else (low, middle)
+        return [np.array([level], dtype=np.float32) for level in shifted(low)]
 
     def _hints(self) -> np.ndarray:
         """Per searchable layer, the level action of each of `HINT_METHODS`' assignments (one column each)."""

@@ -5,7 +5,8 @@
     python scripts/benchmark_transfer.py --distill-from A B C --targets A B C   # multi-source, leave one out
 
 For each budget and seed: a search on the source model (the main benchmark's episodes) saves a policy; on each
-target it is applied zero-shot (one deterministic rollout) and fine-tuned for a third of those episodes. With
+target it is applied zero-shot (`agents.rollout.reuse_outcomes`: its deterministic rollout, and that rollout
+fitted to the budget; the better on validation) and fine-tuned for a third of those episodes. With
 `--distill-from`, every listed model is searched at every budget and seed, and for each target and seed one policy
 is distilled (`agents.distill`) from the searches of all the other listed models, at every budget and seed (the
 seed only changes the actor's initialisation); it is applied to the target at each budget as above. The table
@@ -31,7 +32,8 @@ from benchmark import load_rows, write_section
 
 from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
-from agents.search import SearchRun, rollout
+from agents.rollout import best_outcome, reuse_outcomes
+from agents.search import SearchRun
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.progress import progress_bar
 from cwhawq.result import build_result
@@ -75,8 +77,9 @@ def transfer_rows(
     start = time.perf_counter()
     env = ChannelBitsEnv.for_agent(target, agent)
     loaded, _ = load_bundle(policy, env)
-    zero_shot = rollout(loaded, env)["assignment"]
-    rows.append(("policy-zero-shot", zero_shot, 1, time.perf_counter() - start))
+    outcomes = reuse_outcomes(loaded, env)
+    zero_shot = best_outcome(outcomes)[0]["assignment"]
+    rows.append(("policy-zero-shot", zero_shot, len(outcomes), time.perf_counter() - start))
     start = time.perf_counter()
     run_dir = work / "runs" / f"{model}_{budget}_s{seed}"
     settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), agent=agent,

@@ -143,3 +143,45 @@ def test_v2_observation_adds_the_baselines_levels(digits_problem):
 def test_unknown_observation_version_is_refused(digits_problem):
     with pytest.raises(CwhawqError, match="unknown observation version 'v9'"):
         ChannelBitsEnv(digits_problem, observation="v9")
+
+
+@pytest.fixture(scope="module")
+def level_env(digits_problem):
+    return ChannelBitsEnv(digits_problem)
+
+
+def nominal_storage(env, actions):
+    """The storage the actions ask for before the guard and rounding (what `fit_to_budget` fits)."""
+    return sum(layer.params * (env._ratios(action) @ env.bit_widths) for layer, action in zip(env.layers, actions))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-1, 1), min_size=4, max_size=4))
+def test_fit_to_budget_shifts_every_level_alike_and_uses_the_budget(level_env, levels):
+    actions = [np.array([level], dtype=np.float32) for level in levels]
+    fitted = np.array([action[0] for action in level_env.fit_to_budget(actions)])
+    shifts = fitted - np.float32(levels)
+    inside = np.abs(fitted) < 1 - 1e-6  # a clipped level moves less than the common shift
+    if inside.any():
+        assert np.ptp(shifts[inside]) < 1e-5
+    assert np.all(np.diff(fitted[np.argsort(levels, kind="stable")]) >= -1e-6)  # the layers' order is kept
+    budget = level_env.problem.budget.total_bits
+    assert nominal_storage(level_env, [np.array([level]) for level in fitted]) <= budget + 1e-6 * budget
+    _, info = run_episode(level_env, [np.array([level], dtype=np.float32) for level in fitted])
+    assert 0.98 * budget <= info["size_bits"] <= budget
+
+
+def test_fit_to_budget_raises_too_low_levels_to_the_budget(level_env):
+    lowest = [np.array([-1.0], dtype=np.float32)] * level_env.n_steps
+    fitted = level_env.fit_to_budget(lowest)
+    assert len({float(action[0]) for action in fitted}) == 1 and fitted[0][0] > -1.0
+    budget = level_env.problem.budget.total_bits
+    assert nominal_storage(level_env, fitted) == pytest.approx(budget, rel=1e-4)
+
+
+def test_fit_to_budget_needs_a_scalar_action_and_one_per_layer(digits_problem, level_env):
+    shares = ChannelBitsEnv(digits_problem, action="shares")
+    with pytest.raises(CwhawqError, match="scalar action"):
+        shares.fit_to_budget([np.zeros(3, dtype=np.float32)] * shares.n_steps)
+    with pytest.raises(CwhawqError, match="one action per searchable layer"):
+        level_env.fit_to_budget([np.zeros(1, dtype=np.float32)])

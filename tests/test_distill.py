@@ -8,8 +8,7 @@ import pytest
 
 from agents.distill import distill_policy, distill_runs, load_source_run
 from agents.policy_bundle import load_bundle, read_metadata
-from agents.search import rollout
-from agents.warm_start import play_actions
+from agents.rollout import play_actions, rollout
 from cwhawq.baselines import run_method
 from cwhawq.cli import main
 from cwhawq.errors import CwhawqError

@@ -9,7 +9,8 @@ import pytest
 
 import agents.policy_bundle as policy_bundle
 from agents.policy_bundle import load_bundle, read_metadata
-from agents.search import SearchRun, rollout
+from agents.rollout import best_outcome, reuse_outcomes, rollout
+from agents.search import SearchRun
 from cwhawq.cli import main
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import AgentSettings, SearchSettings
@@ -125,6 +126,10 @@ def test_apply_on_another_architecture(capsys, cache_dir, trained_policy, tmp_pa
     assert status == 0, capsys.readouterr().err
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == ("policy-finetune" if finetune else "policy-zero-shot")
+    if not finetune:  # the better on validation of the policy's rollout and that rollout fitted to the budget
+        candidates = result["zero_shot"]["val_accuracy"]
+        assert result["zero_shot"]["evaluations"] == 2 and list(candidates) == ["rollout", "fitted_to_budget"]
+        assert result["accuracy"]["quantized_val"] == max(candidates.values())
     assert [layer["name"] for layer in result["layers"]] == ["1", "3", "5"]
     assert result["totals"]["avg_bits"] <= 2.5
     if finetune:
@@ -156,7 +161,8 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
 
     path, _ = trained_policy
     env = ChannelBitsEnv(digits_problem)
-    zero_shot = rollout(load_bundle(path, env)[0], env)["val_accuracy"]
+    outcomes = reuse_outcomes(load_bundle(path, env)[0], env)
+    zero_shot = best_outcome(outcomes)[0]["val_accuracy"]
     baselines = [
         digits_problem.evaluate(run_method(digits_problem, name), count=False) for name in DETERMINISTIC_METHODS
     ]
@@ -169,11 +175,15 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
     )
     run = SearchRun(digits_problem, settings, start_from=path)
     assert run.coarse is None  # a fine-tune starts from the policy, not from a layer-wise phase
-    # Zero-shot rollout, the baselines as they are, the baselines replayed, then the rollout replayed only if it
-    # beats every replay (the replays are the starts the actor can reproduce).
-    n = len(DETERMINISTIC_METHODS)
-    replays = [episode["val_accuracy"] for episode in run.record.history[1 + n : 1 + 2 * n]]
-    assert run.record.episodes == 1 + 2 * n + (zero_shot > max(replays))
+    # The zero-shot outcomes (rollout, rollout fitted to the budget), the baselines as they are, the baselines
+    # replayed, then the best zero-shot outcome replayed only if it beats every replay (the replays are the starts
+    # the actor can reproduce).
+    n, first = len(DETERMINISTIC_METHODS), len(outcomes)
+    assert [episode["val_accuracy"] for episode in run.record.history[:first]] == [
+        info["val_accuracy"] for info, _ in outcomes
+    ]
+    replays = [episode["val_accuracy"] for episode in run.record.history[first + n : first + 2 * n]]
+    assert run.record.episodes == first + 2 * n + (zero_shot > max(replays))
     assert run.record.best_val_accuracy >= max(zero_shot, *baselines)
     result = run.run()
     assert result["accuracy"]["quantized_val"] >= max(zero_shot, *baselines)
@@ -186,13 +196,13 @@ def test_resumed_fine_tune_is_still_a_fine_tune(digits_problem, trained_policy, 
     settings = SearchSettings(
         problem=small_settings(tmp_path),
         agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
-        episodes=9,
+        episodes=14,  # more than the zero-shot outcomes and the warm start's evaluations
         out=str(tmp_path / "ft"),
         progress=False,
     )
     SearchRun(digits_problem, settings, start_from=path).run()
-    resumed = SearchRun(digits_problem, dataclasses.replace(settings, episodes=11, resume=True)).run()
-    assert resumed["method"] == "policy-finetune" and resumed["search"]["episodes"] == 11
+    resumed = SearchRun(digits_problem, dataclasses.replace(settings, episodes=16, resume=True)).run()
+    assert resumed["method"] == "policy-finetune" and resumed["search"]["episodes"] == 16
 
 
 def test_fine_tune_keeps_the_actor_and_learns_a_new_critic(digits_problem, trained_policy, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torchvision.models import mobilenet_v2, resnet18
 
 from agents.ddpg import make_agent
-from agents.search import rollout
+from agents.rollout import rollout
 from cwhawq.data import DataSplits, Split
 from cwhawq.problem import prepare_problem
 from cwhawq.settings import AgentSettings, TraceSettings

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from agents.ddpg import make_agent
-from agents.warm_start import BEST, play_actions, warm_start
+from agents.rollout import play_actions
+from agents.warm_start import BEST, warm_start
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
 from cwhawq.settings import AgentSettings
 from envs.channel_bits_env import ChannelBitsEnv
