@@ -19,6 +19,9 @@ from benchmark import DETERMINISTIC_METHODS, load_rows
 #: The last commit whose warm start started from the best baseline as it is, not from the best replay of the
 #: baselines (change 17); variants measured before that change name it, since a rerun now gives other rows.
 START_AS_IS = "git checkout ca4e727 && "
+#: The last commit whose zero-shot reuse played the policy's rollout only, without the rollout fitted to the budget
+#: (change 18); transfer rows measured before that change name it.
+UNFITTED = "git checkout b4b6322 && "
 
 #: name -> (raw rows, command that produced them, method rows to take)
 VARIANTS: dict[str, tuple[str, str, str]] = {
@@ -122,6 +125,12 @@ DISTILLED_V2_COMMAND = (
     " resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2 --reference docs/benchmark/results.jsonl"
     " --work runs/distilled_v2 --markdown docs/BENCHMARKS.md --section transfer-distilled"
 )
+DISTILLED_V2_UNFITTED_COMMAND = (
+    f"{UNFITTED}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
+    " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2"
+    " --reference docs/benchmark/results.jsonl --work runs/distilled_v2 (rows moved to"
+    " docs/benchmark/transfer_distilled_v2_unfitted)"
+)
 DISTILLED_V2_AS_IS_COMMAND = (
     f"{START_AS_IS}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
     " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2"
@@ -166,7 +175,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         f"{START_AS_IS}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/transfer_start_as_is.jsonl)",
         "policy-finetune",
     ),
-    "level, fine-tune, replayed start (default)": (
+    "level, fine-tune, replayed start, rollout only": (
+        "docs/benchmark/transfer_unfitted.jsonl",
+        f"{UNFITTED}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/transfer_unfitted.jsonl)",
+        "policy-finetune",
+    ),
+    "level, fine-tune, replayed start, rollout or fitted to the budget (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-finetune",
@@ -181,7 +195,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         DISTILLED_V2_AS_IS_COMMAND,
         "policy-finetune",
     ),
-    "distilled, observation v2, fine-tune, replayed start": (
+    "distilled, observation v2, fine-tune, replayed start, rollout only": (
+        "docs/benchmark/transfer_distilled_v2_unfitted/transfer.jsonl",
+        DISTILLED_V2_UNFITTED_COMMAND,
+        "policy-finetune",
+    ),
+    "distilled, observation v2, fine-tune, replayed start, rollout or fitted": (
         "docs/benchmark/transfer_distilled_v2/transfer.jsonl",
         DISTILLED_V2_COMMAND,
         "policy-finetune",
@@ -207,7 +226,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         f"{START_AS_IS}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/transfer_start_as_is.jsonl)",
         "policy-zero-shot",
     ),
-    "level, zero-shot, replayed start (default)": (
+    "level, zero-shot, replayed start, rollout only": (
+        "docs/benchmark/transfer_unfitted.jsonl",
+        f"{UNFITTED}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/transfer_unfitted.jsonl)",
+        "policy-zero-shot",
+    ),
+    "level, zero-shot, replayed start, rollout or fitted to the budget (default)": (
         "docs/benchmark/transfer.jsonl",
         "python scripts/benchmark_transfer.py",
         "policy-zero-shot",
@@ -222,7 +246,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         DISTILLED_V2_AS_IS_COMMAND,
         "policy-zero-shot",
     ),
-    "distilled, observation v2, zero-shot, replayed start": (
+    "distilled, observation v2, zero-shot, replayed start, rollout only": (
+        "docs/benchmark/transfer_distilled_v2_unfitted/transfer.jsonl",
+        DISTILLED_V2_UNFITTED_COMMAND,
+        "policy-zero-shot",
+    ),
+    "distilled, observation v2, zero-shot, replayed start, rollout or fitted": (
         "docs/benchmark/transfer_distilled_v2/transfer.jsonl",
         DISTILLED_V2_COMMAND,
         "policy-zero-shot",
