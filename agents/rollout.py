@@ -74,7 +74,7 @@ def reuse_outcomes(model: HaqDDPG, env: ChannelBitsEnv) -> list[Outcome]:
     shift). Callers keep the better one (`best_outcome`) or hand both to a fine-tune's warm start.
     """
     actions, played = _policy_episode(model, env)
-    if env.action_space.shape != (1,):
+    if env.action == "shares":
         return [played]
     return [played, outcome(play_actions(env, env.fit_to_budget(actions)))]
 

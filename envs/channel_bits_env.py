@@ -208,7 +208,7 @@ class ChannelBitsEnv(gym.Env):
 
         low, high = -2.0, 2.0  # from every layer at the lowest width to every layer at the highest
         if storage(high) <= available:
-            low = high
+            return [np.array([level], dtype=np.float32) for level in shifted(high)]
         for _ in range(iterations):
             middle = (low + high) / 2.0
             low, high = (middle, high) if storage(middle) <= available else (low, middle)

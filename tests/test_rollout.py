@@ -1,6 +1,5 @@
 """Episodes played without learning: a policy's rollout, fixed actions, and a reused policy's zero-shot outcomes."""
 
-import numpy as np
 import pytest
 
 from agents.ddpg import make_agent
