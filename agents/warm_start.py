@@ -7,9 +7,10 @@ episode, which can score far higher or lower than the baseline itself (ResNet-mi
 greedy's counts score 75.2% validation as the greedy places them, 92.7% in trace order; docs/BENCHMARKS.md).
 Every replay goes into the replay buffer, and the best on validation is cloned into the actor by a short
 regression, so that exploration starts around the best start the policy can reproduce. All of these count as
-evaluations of the search, which keeps the best assignment it measures. `known` outcomes (a transferred policy's
-rollout in a fine-tune, a coarse phase's best) compete with the replays and are replayed when they win, so that
-a fine-tune explores around the best start it knows rather than around a policy that may not fit the new model.
+evaluations of the search, which keeps the best assignment it measures. `known` outcomes (a transferred
+policy's zero-shot outcomes in a fine-tune, a coarse phase's best) compete with the replays and are replayed when
+they win, so that a fine-tune explores around the best start it knows rather than around a policy that may not
+fit the new model.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def _replay(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> tupl
 
 def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[Outcome] = ()) -> list[Outcome]:
     """Evaluate the baseline(s) named by `start` as they are and replayed in `env`, then clone the best replay, or
-    the replay of the best `known` outcome (already evaluated, e.g. a transferred policy's rollout) where that is
-    better on validation, into the actor.
+    the replay of the best `known` outcome (already evaluated, e.g. a transferred policy's zero-shot outcomes)
+    where that is better on validation, into the actor.
 
     Returns (terminal info, reward) of every new evaluation, for the search record.
     """
