@@ -5,7 +5,10 @@ Files in the output directory:
     best.json           the best assignment so far, rewritten at every improvement
     policy.zip          the agent with its metadata (a policy bundle), at every checkpoint and at the end
     replay_buffer.pkl   the agent's replay buffer, with policy.zip, for --resume
-    state.json          the search record and settings, with policy.zip, for --resume
+    state.json          the search record and settings, with policy.zip, for --resume (written without a
+                        record when the search starts: --resume then starts it again)
+    evaluations.jsonl   every validation evaluation so far (`cwhawq.evaluation_memo`): a run interrupted before
+                        its first checkpoint (in the warm start) and resumed replays them instead of measuring
     tb/                 TensorBoard event files: search/* per episode (ours), DDPG_*/train/* losses (SB3)
     coarse/             with `AgentSettings.coarse_share`: the layer-wise first phase, a search of its own with
                         the same files (its episodes are also in the main record, as the first ones)
@@ -26,6 +29,7 @@ from agents.policy_bundle import load_bundle, save_bundle
 from agents.rollout import Outcome, reuse_outcomes, rollout_with_reward
 from agents.warm_start import clone_actions, warm_start
 from cwhawq.errors import CwhawqError
+from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result
 from cwhawq.settings import SearchSettings
@@ -82,6 +86,8 @@ class SearchRun:
             this problem too (one evaluation each), and the best of them and the policy's own output is cloned
             into the actor, as in a fresh search. `settings.agent.net_arch` is set to the bundle's. A fine-tune
             has no coarse phase.
+        memo: the evaluation memo to use (default: `evaluations.jsonl` in `settings.out`; a coarse phase shares
+            its search's).
     """
 
     def __init__(
@@ -90,36 +96,60 @@ class SearchRun:
         settings: SearchSettings,
         env: ChannelBitsEnv | None = None,
         start_from: Path | None = None,
+        memo: EvaluationMemo | None = None,
     ) -> None:
         self.problem = problem
         self.settings = settings
         self._unlogged: list[Outcome] = []
+        self._from_checkpoint = False
         self.out = settings.out_dir
         self.env = env if env is not None else ChannelBitsEnv.for_agent(problem, settings.agent)
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
         self.final_outcome: Outcome | None = None
         self.coarse: SearchRun | None = None
         check_settings(settings)
-        with_coarse = settings.agent.coarse_share > 0 and start_from is None and self.env.granularity == "channel"
         state_path = self.out / "state.json"
         if settings.resume:
-            if state_path.is_file():
-                self._resume(state_path)
-            elif with_coarse and (self.out / COARSE_DIR / "state.json").is_file():
-                self.coarse = self._coarse_run()
-            else:
+            in_coarse = self._with_coarse(start_from) and (self.out / COARSE_DIR / "state.json").is_file()
+            if not state_path.is_file() and not in_coarse:
                 raise CwhawqError(f"nothing to resume in {self.out} (no state.json); drop --resume to start anew")
-            return
-        if state_path.exists() or (self.out / "result.json").exists():
+        elif state_path.exists() or (self.out / "result.json").exists():
             hint = "pass --resume to continue it or another --out" if start_from is None else "pass another --out"
             raise CwhawqError(f"{self.out} already holds a search; {hint}")
         self.out.mkdir(parents=True, exist_ok=True)
-        if with_coarse:
+        self.memo = memo if memo is not None else EvaluationMemo(self.out / EVALUATIONS_FILE, problem.fingerprint())
+        if state_path.is_file():
+            self._resume(state_path)
+        elif self._with_coarse(start_from):
             self.coarse = self._coarse_run()
-        elif start_from is None:
-            self._start(SearchRecord())
         else:
-            self._start_fine_tune(Path(start_from))
+            self._begin(start_from, SearchRecord())
+
+    def _with_coarse(self, start_from: Path | None) -> bool:
+        """Whether this search starts with a layer-wise phase (a new channel-wise search with a coarse share)."""
+        agent = self.settings.agent
+        return agent.coarse_share > 0 and start_from is None and self.env.granularity == "channel"
+
+    def _state(self, record: SearchRecord | None, start_from: Path | None = None) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_dict(),
+            "record": None if record is None else record.to_dict(),
+            "method": self.method,
+            "start_from": None if start_from is None else str(start_from),
+        }
+
+    def _begin(self, start_from: Path | None, record: SearchRecord) -> None:
+        """Start the agent (a fresh search after `record`, or a fine-tune of the bundle `start_from`).
+
+        A state.json without a record marks the search as started: if it stops before its first checkpoint (in
+        the warm start), --resume begins it again, and the memo replays the evaluations already made.
+        """
+        write_json_atomic(self.out / "state.json", self._state(None, start_from))
+        with self.problem.memoized(self.memo):
+            if start_from is None:
+                self._start(record)
+            else:
+                self._start_fine_tune(start_from)
 
     def _resume(self, state_path: Path) -> None:
         state = json.loads(state_path.read_text())
@@ -137,8 +167,16 @@ class SearchRun:
                 f"{self.out} holds a search with other settings ({', '.join(differing)}); "
                 "use the same settings to resume, or another --out"
             )
-        self.record = SearchRecord.from_dict(state["record"])
         self.method = state.get("method", self.method)  # a resumed fine-tune stays a fine-tune
+        if state["record"] is None:  # stopped before its first checkpoint
+            start_from = Path(state["start_from"]) if state.get("start_from") else None
+            if self._with_coarse(start_from):  # in the channel-wise warm start: the finished coarse phase again
+                self.coarse = self._coarse_run()
+            else:
+                self._begin(start_from, SearchRecord())
+            return
+        self._from_checkpoint = True
+        self.record = SearchRecord.from_dict(state["record"])
         self.model, _ = load_bundle(self.out / "policy.zip", self.env)
         self.model.load_replay_buffer(self.out / "replay_buffer.pkl")
 
@@ -155,7 +193,7 @@ class SearchRun:
             out=str(self.out / COARSE_DIR),
         )
         layer_env = ChannelBitsEnv(self.problem, granularity="layer", observation=self.env.observation)
-        return SearchRun(self.problem, coarse_settings, env=layer_env)
+        return SearchRun(self.problem, coarse_settings, env=layer_env, memo=self.memo)
 
     def _start(self, record: SearchRecord) -> None:
         """A new agent; with a warm start, the best baseline (or best of `record`, an earlier phase) starts it."""
@@ -202,10 +240,7 @@ class SearchRun:
         """Save everything --resume needs: policy bundle, replay buffer, record and settings."""
         save_bundle(self.model, self.out / "policy.zip", self.env, trained_on(self.problem, self.settings))
         self.model.save_replay_buffer(self.out / "replay_buffer.pkl")
-        write_json_atomic(
-            self.out / "state.json",
-            {"settings": self.settings.to_dict(), "record": self.record.to_dict(), "method": self.method},
-        )
+        write_json_atomic(self.out / "state.json", self._state(self.record))
 
     def run(self, episodes: int | None = None) -> dict[str, Any]:
         """Train until `episodes` (default: the settings') episodes are recorded; return the result document.
@@ -214,6 +249,10 @@ class SearchRun:
         search interrupted in its coarse phase writes that phase's result (its best assignment so far) as
         result.json.
         """
+        with self.problem.memoized(self.memo):
+            return self._run(episodes)
+
+    def _run(self, episodes: int | None) -> dict[str, Any]:
         if self.coarse is not None:
             coarse_result = self.coarse.run()
             if coarse_result["search"]["interrupted"]:
@@ -222,14 +261,14 @@ class SearchRun:
             record = self.coarse.record
             record.add(*self.coarse.final_outcome)
             self.coarse = None
-            self._start(record)
+            self._begin(None, record)
         target = self.settings.episodes if episodes is None else episodes
         remaining = max(target - self.record.episodes, 0)
-        if not remaining and not self.settings.resume:
+        if not remaining and not self._from_checkpoint:
             warnings.warn(
                 f"the warm start's {self.record.episodes} evaluations used up all {target} episodes, so the agent "
                 "did not train; pass more episodes for a search",
-                stacklevel=2,
+                stacklevel=3,
             )
         callback = SearchCallback(
             self.record,
@@ -251,7 +290,7 @@ class SearchRun:
                     total_timesteps=remaining * self.env.n_steps,
                     callback=callback,
                     log_interval=10,
-                    reset_num_timesteps=not self.settings.resume,
+                    reset_num_timesteps=not self._from_checkpoint,
                 )
         except KeyboardInterrupt:
             interrupted = True

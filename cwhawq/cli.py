@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -107,13 +108,25 @@ def _search(args: argparse.Namespace) -> None:
     )
     check_settings(settings)
     problem = build_problem(problem_cfg, progress=settings.progress)
-    result = SearchRun(problem, settings).run()
+    hint = "rerun with --resume to continue"
+    with _hint_if_interrupted(hint):
+        result = SearchRun(problem, settings).run()
     print(format_summary(result))
     print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir}")
-    _exit_if_interrupted(result)
+    _exit_if_interrupted(result, hint)
 
 
-def _exit_if_interrupted(result: dict, hint: str = "rerun with --resume to continue") -> None:
+@contextmanager
+def _hint_if_interrupted(hint: str) -> Iterator[None]:
+    """Ctrl-C before a search's first checkpoint (in its warm start): say how to continue, then stop (130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"interrupted before the first checkpoint; the evaluations so far are kept: {hint}", file=sys.stderr)
+        raise
+
+
+def _exit_if_interrupted(result: dict, hint: str) -> None:
     """An interrupted search has written its best result; still end with the interrupted status (130)."""
     if result.get("search", {}).get("interrupted"):
         print(f"search interrupted; result.json holds the best assignment found so far: {hint}", file=sys.stderr)
@@ -145,8 +158,10 @@ def _apply(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     problem = build_problem(problem_cfg, progress=settings.progress)
+    hint = f"continue it with `cwhawq search --resume --out {settings.out}` and the same problem options"
     if args.finetune_episodes > 0:
-        result = SearchRun(problem, settings, start_from=args.policy).run()
+        with _hint_if_interrupted(hint):
+            result = SearchRun(problem, settings, start_from=args.policy).run()
     else:
         if (settings.out_dir / "result.json").exists():
             raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
@@ -172,9 +187,7 @@ def _apply(args: argparse.Namespace) -> None:
         write_json_atomic(settings.out_dir / "result.json", result)
     print(format_summary(result))
     print(f"wrote {settings.out_dir / 'result.json'}")
-    _exit_if_interrupted(
-        result, f"continue it with `cwhawq search --resume --out {settings.out}` and the same problem options"
-    )
+    _exit_if_interrupted(result, hint)
 
 
 def _distill(args: argparse.Namespace) -> None:
@@ -194,6 +207,7 @@ def _distill(args: argparse.Namespace) -> None:
 def _baseline(args: argparse.Namespace) -> None:
     from agents.random_search import random_search
     from cwhawq.baselines import run_method
+    from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary
     from cwhawq.tracking import write_json_atomic
@@ -201,16 +215,26 @@ def _baseline(args: argparse.Namespace) -> None:
     problem_cfg = problem_settings(args)
     out = Path(args.out or _default_out(problem_cfg, args.method))
     problem = build_problem(problem_cfg, progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
     extra = {}
     if args.method == "random":
-        record = random_search(problem, args.evaluations, args.seed, progress=not args.quiet)
+        memo = EvaluationMemo(out / EVALUATIONS_FILE, problem.fingerprint())
+        try:
+            with problem.memoized(memo):
+                record = random_search(problem, args.evaluations, args.seed, progress=not args.quiet)
+        except KeyboardInterrupt:
+            print(
+                f"random search interrupted after {len(memo)} distinct evaluations, kept in {memo.path}: "
+                "rerun the same command to continue",
+                file=sys.stderr,
+            )
+            raise
         assignment = record.best_assignment
         extra = {"search": {"evaluations": args.evaluations, "best_val_accuracy_curve": record.best_so_far()}}
     else:
         assignment = run_method(problem, args.method)
     settings = {"problem": asdict(problem_cfg), "method": args.method, "evaluations": args.evaluations}
     result = build_result(problem, assignment, args.method, settings, extra=extra)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "result.json", result)
     print(format_summary(result))
     print(f"wrote {out / 'result.json'}")

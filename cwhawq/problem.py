@@ -6,8 +6,10 @@ policy-reuse path all see the same model, the same cost model, the same budget a
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from cwhawq.cost import Budget, assignment_bits, average_bits
 from cwhawq.data import DataSplits, batches, load_dataset
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import accuracy
+from cwhawq.evaluation_memo import EvaluationMemo
 from cwhawq.hessian import ChannelTraces, cached_channel_traces
 from cwhawq.layers import LayerInfo, discover_layers
 from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model
@@ -43,6 +46,7 @@ class QuantProblem:
     fp_val_accuracy: float
     quantizer: WeightQuantizer
     evaluations: int = field(default=0)
+    memo: EvaluationMemo | None = field(default=None)
 
     @property
     def searchable(self) -> list[LayerInfo]:
@@ -96,8 +100,35 @@ class QuantProblem:
         """
         if split == "val" and count:
             self.evaluations += 1
+        if split == "val" and self.memo is not None:
+            known = self.memo.get(assignment)
+            if known is not None:
+                return known
         with self.quantizer.quantized(assignment):
-            return accuracy(self.model, getattr(self.data, split))
+            measured = accuracy(self.model, getattr(self.data, split))
+        if split == "val" and self.memo is not None:
+            self.memo.add(assignment, measured)
+        return measured
+
+    @contextmanager
+    def memoized(self, memo: EvaluationMemo) -> Iterator[EvaluationMemo]:
+        """Within the block, validation evaluations are read from and recorded in `memo` (a rerun of interrupted
+        work replays what it measured); a memo hit still counts as an evaluation of the search."""
+        previous, self.memo = self.memo, memo
+        try:
+            yield memo
+        finally:
+            self.memo = previous
+
+    def fingerprint(self) -> str:
+        """A digest of what decides an assignment's validation accuracy: the weights and the validation data."""
+        digest = hashlib.sha256()
+        named = [*self.model.state_dict().items(), ("val.x", self.data.val.x), ("val.y", self.data.val.y)]
+        for name, tensor in named:
+            digest.update(name.encode())
+            # Raw bytes of any dtype (numpy has no bfloat16).
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def evaluate_fp(self, split: str) -> float:
         """Accuracy of the unquantized model on a split."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +42,26 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits_problem(cache_dir: Path) -> QuantProblem:
     """The default problem (digits CNN at 2.5 average bits) with cheap traces."""
     return build_problem(small_settings(cache_dir), progress=False)
+
+
+@pytest.fixture()
+def interrupt_at_measurement(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], list[str]]:
+    """Arm a Ctrl-C at the n-th accuracy measured by `QuantProblem.evaluate` (0: never); the returned list collects
+    the split of every measurement (evaluations replayed from a memo measure nothing)."""
+    from cwhawq import problem
+
+    original = problem.accuracy
+
+    def arm(n: int) -> list[str]:
+        measured: list[str] = []
+
+        def measure(model: torch.nn.Module, split: object, *args: object, **kwargs: object) -> float:
+            measured.append(split)
+            if len(measured) == n:
+                raise KeyboardInterrupt
+            return original(model, split, *args, **kwargs)
+
+        monkeypatch.setattr(problem, "accuracy", measure)
+        return measured
+
+    return arm

@@ -134,6 +134,31 @@ def test_script_prints_no_traceback(tmp_path):
     assert completed.stderr.strip().startswith("error: ") and "Traceback" not in completed.stderr
 
 
+def test_ctrl_c_in_the_warm_start_says_how_to_continue(capsys, tmp_path, common, interrupt_at_measurement):
+    args = ["search", *common, "--episodes", "12", "--warmup-episodes", "2", "--out", str(tmp_path / "o"), "--quiet"]
+    interrupt_at_measurement(4)  # the full-precision model's accuracy, then two baselines
+    status, _, stderr = run_cli(capsys, *args)
+    assert status == 130 and "before the first checkpoint" in stderr and "--resume" in stderr
+    interrupt_at_measurement(0)
+    assert run_cli(capsys, *args, "--resume")[0] == 0
+    assert json.loads((tmp_path / "o" / "result.json").read_text())["search"]["episodes"] == 12
+
+
+def test_interrupted_random_search_continues_where_it_stopped(capsys, tmp_path, common, interrupt_at_measurement):
+    args = ["baseline", "--method", "random", "--evaluations", "6", *common, "--quiet"]
+    measured = interrupt_at_measurement(0)
+    assert run_cli(capsys, *args, "--out", str(tmp_path / "reference"))[0] == 0
+    uninterrupted = len(measured)
+    interrupt_at_measurement(5)  # the full-precision model's accuracy, then three evaluations
+    status, _, stderr = run_cli(capsys, *args, "--out", str(tmp_path / "o"))
+    assert status == 130 and "3 distinct evaluations" in stderr and "rerun the same command" in stderr
+    measured = interrupt_at_measurement(0)
+    assert run_cli(capsys, *args, "--out", str(tmp_path / "o"))[0] == 0
+    assert len(measured) == uninterrupted - 3
+    reference, resumed = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("reference", "o"))
+    assert resumed["search"] == reference["search"] and resumed["layers"] == reference["layers"]
+
+
 def test_random_search_without_evaluations_is_refused(capsys, tmp_path, common):
     args = ["baseline", "--method", "random", "--evaluations", "0", *common, "--out", str(tmp_path / "o"), "--quiet"]
     status, _, stderr = run_cli(capsys, *args)

@@ -224,3 +224,25 @@ def test_fine_tune_keeps_the_actor_and_learns_a_new_critic(digits_problem, train
         assert torch.equal(mine, theirs)
     critic = zip(run.model.critic.parameters(), source.critic.parameters(), strict=True)
     assert not all(torch.equal(mine, theirs) for mine, theirs in critic)
+
+
+def test_fine_tune_interrupted_in_its_warm_start_resumes_as_a_fine_tune(
+    digits_problem, trained_policy, tmp_path, interrupt_at_measurement
+):
+    path, _ = trained_policy
+    settings = SearchSettings(
+        problem=small_settings(tmp_path),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=14,
+        out=str(tmp_path / "ft"),
+        progress=False,
+    )
+    reference = SearchRun(digits_problem, dataclasses.replace(settings, out=str(tmp_path / "ref")), start_from=path)
+    reference_result = reference.run()
+    interrupt_at_measurement(5)  # after the zero-shot outcomes, in the baselines
+    with pytest.raises(KeyboardInterrupt):
+        SearchRun(digits_problem, settings, start_from=path)
+    interrupt_at_measurement(0)
+    resumed = SearchRun(digits_problem, dataclasses.replace(settings, resume=True)).run()
+    assert resumed["method"] == "policy-finetune"
+    assert resumed["search"]["best_val_accuracy_curve"] == reference_result["search"]["best_val_accuracy_curve"]

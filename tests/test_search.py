@@ -236,3 +236,43 @@ def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch
 def test_coarse_share_outside_unit_interval_is_refused(digits_problem, tmp_path, share):
     with pytest.raises(CwhawqError, match="coarse share"):
         SearchRun(digits_problem, coarse_settings_for(tmp_path / "run", episodes=4, coarse_share=share))
+
+
+def test_interrupted_warm_start_resumes_as_if_never_stopped(digits_problem, tmp_path, interrupt_at_measurement):
+    reference = SearchRun(digits_problem, settings_for(tmp_path / "reference", episodes=12)).run()
+    out = tmp_path / "run"
+    interrupt_at_measurement(4)
+    with pytest.raises(KeyboardInterrupt):
+        SearchRun(digits_problem, settings_for(out, episodes=12))
+    assert json.loads((out / "state.json").read_text())["record"] is None  # started, no checkpoint yet
+    with pytest.raises(CwhawqError, match="--resume"):
+        SearchRun(digits_problem, settings_for(out, episodes=12))
+
+    measured = interrupt_at_measurement(0)
+    resumed_run = SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
+    assert resumed_run.memo.hits >= 3  # the three evaluations made before Ctrl-C are read back, not measured
+    resumed = resumed_run.run()
+    assert resumed["search"]["best_val_accuracy_curve"] == reference["search"]["best_val_accuracy_curve"]
+    assert [layer["bits"] for layer in resumed["layers"]] == [layer["bits"] for layer in reference["layers"]]
+    assert len(measured) < reference["search"]["evaluations"] + 2  # fewer than its evaluations and the report's
+
+
+def test_interrupt_in_the_channel_warm_start_after_the_coarse_phase(digits_problem, tmp_path, monkeypatch):
+    from agents import search
+
+    original_warm_start = search.warm_start
+
+    def interrupt_the_channel_warm_start(model, env, start, known=()):
+        if env.granularity == "channel":
+            raise KeyboardInterrupt
+        return original_warm_start(model, env, start, known=known)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(search, "warm_start", interrupt_the_channel_warm_start)
+    with pytest.raises(KeyboardInterrupt):
+        SearchRun(digits_problem, coarse_settings_for(out, episodes=30)).run()
+    monkeypatch.setattr(search, "warm_start", original_warm_start)
+    coarse = json.loads((out / "coarse" / "result.json").read_text())
+    resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=30, resume=True)).run()
+    assert resumed["method"] == "ddpg-channel" and resumed["search"]["episodes"] == 30
+    assert resumed["search"]["best_val_accuracy_curve"][:15] == coarse["search"]["best_val_accuracy_curve"]

@@ -1,0 +1,90 @@
+"""A run's validation evaluations, kept on disk as they are measured, so that rerunning interrupted work replays them.
+
+Searches, warm starts and random search are deterministic under their seed: rerunning one that was interrupted
+asks for the same assignments again. With a memo the repeated evaluations are read back instead of measured, so
+what was done before Ctrl-C, a crash or a kill is not lost even where no checkpoint was written yet (a warm start's
+evaluations, random search, the episodes after the last checkpoint). A repeated assignment inside one run is also
+served from the memo, with the value it would have measured (evaluation is deterministic).
+
+The file is JSON lines: a header with the fingerprint of what it evaluates (model weights and validation
+data), then one line per evaluation. A memo with another fingerprint is refused, never mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from cwhawq.errors import CwhawqError
+
+#: The memo's file name in a run's output directory.
+EVALUATIONS_FILE = "evaluations.jsonl"
+
+
+def assignment_key(assignment: Mapping[str, np.ndarray]) -> str:
+    """A digest of an assignment (every layer's name and channel bits), independent of the mapping's order."""
+    digest = hashlib.sha256()
+    for name in sorted(assignment):
+        digest.update(name.encode())
+        digest.update(np.asarray(assignment[name], dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+class EvaluationMemo:
+    """Validation accuracies by assignment, appended to `path` (created if missing) as they are added.
+
+    Args:
+        path: the JSON-lines file.
+        fingerprint: what the accuracies belong to (`QuantProblem.fingerprint`); an existing file with another
+            fingerprint raises a `CwhawqError`.
+    """
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.hits = 0
+        self._accuracies: dict[str, float] = {}
+        if self.path.is_file() and self.path.stat().st_size:
+            self._load()
+        else:
+            self._append({"fingerprint": fingerprint})
+
+    def _load(self) -> None:
+        lines = self.path.read_text().splitlines()
+        header = json.loads(lines[0]) if lines else {}
+        if header.get("fingerprint") != self.fingerprint:
+            raise CwhawqError(
+                f"{self.path} holds evaluations of another model or data; "
+                "use the same problem options, or another --out"
+            )
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill; it is measured again
+                continue
+            self._accuracies[entry["key"]] = float(entry["val_accuracy"])
+
+    def _append(self, entry: Mapping[str, object]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(entry) + "\n")
+
+    def __len__(self) -> int:
+        return len(self._accuracies)
+
+    def get(self, assignment: Mapping[str, np.ndarray]) -> float | None:
+        """The recorded validation accuracy of `assignment`, or None if it was never evaluated."""
+        accuracy = self._accuracies.get(assignment_key(assignment))
+        if accuracy is not None:
+            self.hits += 1
+        return accuracy
+
+    def add(self, assignment: Mapping[str, np.ndarray], accuracy: float) -> None:
+        """Record a measured validation accuracy (on disk at once)."""
+        key = assignment_key(assignment)
+        if key not in self._accuracies:
+            self._accuracies[key] = float(accuracy)
+            self._append({"key": key, "val_accuracy": float(accuracy)})
