@@ -154,13 +154,15 @@ class SearchRun:
     def _resume(self, state_path: Path) -> None:
         state = json.loads(state_path.read_text())
         current = json.loads(json.dumps(self.settings.to_dict()))
+        fine_tune = state.get("method") == "policy-finetune"
         # The agent's settings live on in the saved agent, so they must match too, or result.json would record
-        # settings the search did not use. Keys an older state lacks were then at their (current) defaults.
+        # settings the search did not use. Keys an older state lacks were then at their (current) defaults. A
+        # fine-tune's network shape is its bundle's, not a setting of the command that resumes it.
         differing = [
             f"{part}.{key}"
             for part in ("problem", "agent")
             for key, value in current[part].items()
-            if state["settings"][part].get(key, value) != value
+            if state["settings"][part].get(key, value) != value and not (fine_tune and key == "net_arch")
         ]
         if differing:
             raise CwhawqError(
@@ -168,6 +170,9 @@ class SearchRun:
                 "use the same settings to resume, or another --out"
             )
         self.method = state.get("method", self.method)  # a resumed fine-tune stays a fine-tune
+        if fine_tune:
+            net_arch = tuple(state["settings"]["agent"]["net_arch"])
+            self.settings.agent = dataclasses.replace(self.settings.agent, net_arch=net_arch)
         if state["record"] is None:  # stopped before its first checkpoint
             start_from = Path(state["start_from"]) if state.get("start_from") else None
             if self._with_coarse(start_from):  # in the channel-wise warm start: the finished coarse phase again

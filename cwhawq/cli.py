@@ -142,6 +142,8 @@ def _apply(args: argparse.Namespace) -> None:
     from cwhawq.tracking import write_json_atomic
     from envs.channel_bits_env import ChannelBitsEnv
 
+    if args.resume and args.finetune_episodes <= 0:
+        raise CwhawqError("--resume continues a fine-tune; pass its --finetune-episodes too")
     problem_cfg = problem_settings(args)
     # The environment takes the policy's own action and observation; other mismatches are refused on load.
     metadata = read_metadata(args.policy)
@@ -155,10 +157,11 @@ def _apply(args: argparse.Namespace) -> None:
         episodes=args.finetune_episodes,
         seed=args.seed,
         out=args.out or _default_out(problem_cfg, "apply"),
+        resume=args.resume,
         progress=not args.quiet,
     )
     problem = build_problem(problem_cfg, progress=settings.progress)
-    hint = f"continue it with `cwhawq search --resume --out {settings.out}` and the same problem options"
+    hint = "rerun the same command with --resume to continue"
     if args.finetune_episodes > 0:
         with _hint_if_interrupted(hint):
             result = SearchRun(problem, settings, start_from=args.policy).run()
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = apply.add_argument_group("apply")
     group.add_argument("--finetune-episodes", type=int, default=0, help="continue training for N episodes")
     group.add_argument("--out", help="output directory (default runs/apply_<model>_<budget>_s<seed>)")
+    group.add_argument("--resume", action="store_true", help="continue the fine-tune saved in --out")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     apply.set_defaults(handler=_apply)
 

@@ -82,17 +82,21 @@ def test_interrupted_search_writes_its_result_and_exits_130(capsys, tmp_path, co
     assert json.loads((out / "result.json").read_text())["search"]["interrupted"]
 
 
-def test_interrupted_fine_tune_continues_with_search_resume(capsys, tmp_path, common, monkeypatch):
+@pytest.mark.parametrize("command", ["apply", "search"])
+def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, monkeypatch, command):
     source = tmp_path / "source"
     assert run_cli(capsys, "search", *common, "--episodes", "12", "--out", str(source), "--quiet")[0] == 0
+    out = tmp_path / "ft"
+    policy = ["--policy", str(source / "policy.zip")]
+    args = ["apply", *policy, *common, "--finetune-episodes", "16", "--out", str(out), "--quiet"]
     with monkeypatch.context() as patch:
         interrupt_at_episode(patch, 9)  # the rollout, the warm start's replays and at least one agent episode
-        out = tmp_path / "ft"
-        policy = ["--policy", str(source / "policy.zip")]
-        args = ["apply", *policy, *common, "--finetune-episodes", "16", "--out", str(out), "--quiet"]
         status, _, err = run_cli(capsys, *args)
-    assert status == 130 and f"cwhawq search --resume --out {out}" in err
-    status, _, err = run_cli(capsys, "search", *common, "--episodes", "16", "--resume", "--out", str(out), "--quiet")
+    assert status == 130 and "rerun the same command with --resume" in err
+    if command == "apply":
+        status, _, err = run_cli(capsys, *args, "--resume")
+    else:  # a fine-tune is also a search: the search command continues it
+        status, _, err = run_cli(capsys, "search", *common, "--episodes", "16", "--resume", "--out", str(out), "--quiet")
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "policy-finetune" and result["search"]["episodes"] == 16
@@ -157,6 +161,12 @@ def test_interrupted_random_search_continues_where_it_stopped(capsys, tmp_path, 
     assert len(measured) == uninterrupted - 3
     reference, resumed = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("reference", "o"))
     assert resumed["search"] == reference["search"] and resumed["layers"] == reference["layers"]
+
+
+def test_resume_without_a_fine_tune_is_refused(capsys, tmp_path, common):
+    args = ["apply", "--policy", "p.zip", *common, "--resume", "--out", str(tmp_path / "o"), "--quiet"]
+    status, _, stderr = run_cli(capsys, *args)
+    assert status == 2 and stderr.startswith("error: --resume continues a fine-tune")
 
 
 def test_random_search_without_evaluations_is_refused(capsys, tmp_path, common):

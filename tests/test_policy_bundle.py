@@ -201,8 +201,11 @@ def test_resumed_fine_tune_is_still_a_fine_tune(digits_problem, trained_policy, 
         progress=False,
     )
     SearchRun(digits_problem, settings, start_from=path).run()
-    resumed = SearchRun(digits_problem, dataclasses.replace(settings, episodes=16, resume=True)).run()
+    # The resuming command need not know the bundle's network shape (32, 32): a fine-tune keeps its bundle's.
+    resuming = dataclasses.replace(settings, agent=AgentSettings(warmup_episodes=2, batch_size=8), resume=True)
+    resumed = SearchRun(digits_problem, dataclasses.replace(resuming, episodes=16)).run()
     assert resumed["method"] == "policy-finetune" and resumed["search"]["episodes"] == 16
+    assert tuple(resumed["settings"]["agent"]["net_arch"]) == (32, 32)
 
 
 def test_fine_tune_keeps_the_actor_and_learns_a_new_critic(digits_problem, trained_policy, tmp_path):
