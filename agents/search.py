@@ -135,7 +135,7 @@ class SearchRun:
             "settings": self.settings.to_dict(),
             "record": None if record is None else record.to_dict(),
             "method": self.method,
-            "start_from": None if start_from is None else str(start_from),
+            "start_from": None if start_from is None else str(Path(start_from).resolve()),
         }
 
     def _begin(self, start_from: Path | None, record: SearchRecord) -> None:
