@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cwhawq.cache import hash_tensor
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo
 from cwhawq.progress import progress_bar
@@ -215,11 +216,11 @@ def _cache_key(model: nn.Module, names: list[str], batches: Sequence[Batch], bou
     digest = hashlib.sha256(f"cwhawq-traces-v{_CACHE_VERSION}".encode())
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         digest.update(name.encode())
-        _hash_tensor(digest, tensor)
+        hash_tensor(digest, tensor)
     digest.update(str(len(batches)).encode())
     for x, y in batches:
-        _hash_tensor(digest, x)
-        _hash_tensor(digest, y)
+        hash_tensor(digest, x)
+        hash_tensor(digest, y)
     digest.update(repr(names).encode())
     bound.apply_defaults()
     for key, value in sorted(bound.arguments.items()):
@@ -233,12 +234,6 @@ def _cache_key(model: nn.Module, names: list[str], batches: Sequence[Batch], bou
             )
         digest.update(f"{key}={value!r};".encode())
     return digest.hexdigest()
-
-
-def _hash_tensor(digest: Any, tensor: Tensor) -> None:
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(flat.view(torch.uint8).numpy().tobytes())
 
 
 def _save(path: Path, names: list[str], result: ChannelTraces) -> None:

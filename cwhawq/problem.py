@@ -19,6 +19,7 @@ from torch import nn
 
 from cwhawq.allocation import validate_bit_widths
 from cwhawq.bn_fold import fold_batchnorm
+from cwhawq.cache import hash_tensor
 from cwhawq.cost import Budget, assignment_bits, average_bits
 from cwhawq.data import DataSplits, batches, load_dataset
 from cwhawq.errors import CwhawqError
@@ -126,8 +127,7 @@ class QuantProblem:
         named = [*self.model.state_dict().items(), ("val.x", self.data.val.x), ("val.y", self.data.val.y)]
         for name, tensor in named:
             digest.update(name.encode())
-            # Raw bytes of any dtype (numpy has no bfloat16).
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            hash_tensor(digest, tensor)
         return digest.hexdigest()
 
     def evaluate_fp(self, split: str) -> float:
