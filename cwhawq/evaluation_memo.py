@@ -55,8 +55,13 @@ class EvaluationMemo:
 
     def _load(self) -> None:
         lines = self.path.read_text().splitlines()
-        header = json.loads(lines[0]) if lines else {}
-        if header.get("fingerprint") != self.fingerprint:
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            raise CwhawqError(
+                f"{self.path} is not a cwhawq evaluation memo (unreadable first line); delete it or use another --out"
+            ) from None
+        if not isinstance(header, dict) or header.get("fingerprint") != self.fingerprint:
             raise CwhawqError(
                 f"{self.path} holds evaluations of another model or data; "
                 "use the same problem options, or another --out"

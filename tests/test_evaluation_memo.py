@@ -50,6 +50,13 @@ def test_a_line_cut_short_by_a_kill_is_measured_again(tmp_path):
     assert len(EvaluationMemo(path, "f")) == 1
 
 
+def test_an_unreadable_memo_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "evaluations.jsonl"
+    path.write_text('{"fingerpr')  # a header cut short by a kill
+    with pytest.raises(CwhawqError, match="is not a cwhawq evaluation memo"):
+        EvaluationMemo(path, "f")
+
+
 def test_another_problems_memo_is_refused(tmp_path):
     path = tmp_path / "evaluations.jsonl"
     EvaluationMemo(path, "one problem")
