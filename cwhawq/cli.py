@@ -340,8 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CwhawqError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print("; ".join(["interrupted", *getattr(interrupt, "__notes__", [])]), file=sys.stderr)
         return 130
     return 0
 

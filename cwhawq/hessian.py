@@ -3,6 +3,10 @@
 One Rademacher probe v over all quantizable weights gives Hv by a second backward pass; because the entries of v
 are independent, summing (Hv * v) over one output channel's weights is an unbiased estimate of that channel's
 Hessian-diagonal sum. Channel-wise traces therefore cost the same Hessian-vector products as a whole-model trace.
+
+Probes take minutes on large models, so the finished ones can be kept in a partial file (every
+`PARTIAL_SAVE_INTERVAL_S` seconds and on Ctrl-C) from which a later call with the same inputs continues; the result
+equals an uninterrupted run's. `cached_channel_traces` keeps one next to its cache entry.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import inspect
 import math
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +38,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 # Bump when the estimator changes in a way that makes stored traces stale.
 _CACHE_VERSION = 1
+#: Seconds between saves of the finished probes to a partial file (a kill loses at most this much work).
+PARTIAL_SAVE_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -56,6 +63,7 @@ def channel_traces(
     seed: int = 0,
     per_channel: bool = True,
     progress: bool = True,
+    partial_file: Path | None = None,
 ) -> ChannelTraces:
     """Estimate each output channel's Hessian trace of the mean loss over ``batches`` with Hutchinson probes.
 
@@ -64,6 +72,9 @@ def channel_traces(
     relative amount below ``tol`` (after at least 2 probes) or after ``max_probes``. With ``per_channel=False``
     only the whole-model trace is computed and ``traces``/``stderr`` are empty. The autograd graph of all batches is
     held in memory for the whole run, so pass a few calibration batches, not a whole training set.
+
+    With ``partial_file``, finished probes are saved there now and then and on Ctrl-C, and a call that finds the file
+    continues from it; it must come from a call with the same inputs (`cached_channel_traces` ensures that).
     """
     if max_probes < 1:
         raise CwhawqError(f"max_probes must be at least 1, got {max_probes}; pass a positive number of probes")
@@ -84,7 +95,9 @@ def channel_traces(
             w.requires_grad_(True)
         with torch.enable_grad():  # also when called under torch.no_grad()
             grads = _weighted_loss_gradients(model, weights, batches, loss_fn)
-        samples = _probe(grads, weights, names, out_channels, sizes, max_probes, tol, seed, per_channel, progress)
+        samples = _probe(
+            grads, weights, names, out_channels, sizes, max_probes, tol, seed, per_channel, progress, partial_file
+        )
     finally:
         for w, flag in zip(weights, saved_requires_grad):
             w.requires_grad_(flag)
@@ -148,6 +161,7 @@ def _probe(
     seed: int,
     per_channel: bool,
     progress: bool,
+    partial_file: Path | None,
 ) -> tuple[Tensor, bool]:
     """Run the probes; return per-probe values (probes x channels, or probes x layers) and whether it converged."""
     device, dtype = weights[0].device, weights[0].dtype
@@ -155,7 +169,17 @@ def _probe(
     width = sum(out_channels) if per_channel else len(weights)
     values = torch.empty((max_probes, width), dtype=torch.float64, device=device)
     running, previous, converged, n = 0.0, 0.0, False, 0
-    bar = progress_bar(total=max_probes, desc="Hessian probes", unit="probe", disable=not progress, leave=False)
+    restored = _load_partial(partial_file, width, seed) if partial_file is not None else None
+    if restored is not None:
+        kept, state = restored
+        n = min(len(kept), max_probes)
+        values[:n] = torch.from_numpy(kept[:n]).to(device)
+        generator.set_state(state)
+        for i in range(n):  # the running mean exactly as the interrupted run computed it
+            previous, running = running, running + (float(values[i].sum()) - running) / (i + 1)
+    next_state, saved_at = generator.get_state(), time.monotonic()
+    desc = f"Hessian probes (resumed at {n})" if n else "Hessian probes"
+    bar = progress_bar(total=max_probes, initial=n, desc=desc, unit="probe", disable=not progress, leave=False)
     try:
         while n < max_probes:
             flat = torch.randint(0, 2, (sum(sizes),), generator=generator, dtype=dtype).to(device).mul_(2).sub_(1)
@@ -174,16 +198,46 @@ def _probe(
                     f"non-finite Hessian-vector product in layer {bad}; check the model and data for NaNs"
                 )
             n += 1
+            next_state = generator.get_state()
             previous, running = running, running + (sample - running) / n
+            if partial_file is not None and time.monotonic() - saved_at >= PARTIAL_SAVE_INTERVAL_S:
+                _save_partial(partial_file, values[:n], next_state, seed)
+                saved_at = time.monotonic()
             bar.set_postfix(trace=f"{running:.4g}", refresh=False)
             bar.update(1)
             # abs() in the denominator: a negative running mean must not make the ratio negative and stop at once.
             if n >= 2 and abs(running - previous) / (abs(previous) + 1e-12) < tol:
                 converged = True
                 break
+    except KeyboardInterrupt as interrupt:
+        if partial_file is not None and n:
+            _save_partial(partial_file, values[:n], next_state, seed)
+            interrupt.add_note(f"the {n} Hessian probes done are kept; rerun the same command to continue from them")
+        raise
     finally:
         bar.close()
     return values[:n], converged
+
+
+def _save_partial(path: Path, values: Tensor, generator_state: Tensor, seed: int) -> None:
+    """Keep finished probe values and the probe generator's state for the next probe."""
+    _write_npz(path, {"values": values.cpu().numpy(), "generator_state": generator_state.numpy(), "seed": seed})
+
+
+def _load_partial(path: Path, width: int, seed: int) -> tuple[np.ndarray, Tensor] | None:
+    """Probe values and generator state saved by `_save_partial`; None (with a warning if unusable) without one."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            values, state, saved_seed = data["values"], torch.from_numpy(data["generator_state"]), int(data["seed"])
+        if values.ndim != 2 or values.shape[1] != width or saved_seed != seed:
+            raise ValueError(f"it holds {values.shape} probe values for seed {saved_seed}")
+        torch.Generator().set_state(state)  # refuses a state of the wrong size or type
+    except Exception as exc:  # a foreign or damaged file: start the probes again rather than fail
+        warnings.warn(f"ignoring unusable partial Hessian probes {path} ({exc}); starting them again", stacklevel=3)
+        return None
+    return values, state
 
 
 def cached_channel_traces(
@@ -192,7 +246,8 @@ def cached_channel_traces(
     """Like :func:`channel_traces`, but stored under ``cache_dir/traces/<sha256>.npz`` and reused when present.
 
     The key covers every parameter and buffer of the model, the batches, the layer names and the settings (with
-    defaults filled in; ``progress`` is ignored). An unreadable cache file is recomputed and overwritten.
+    defaults filled in; ``progress`` is ignored). An unreadable cache file is recomputed and overwritten. Probes
+    not yet finished are kept in ``<sha256>.partial.npz`` (see `channel_traces`), removed once the entry is written.
     """
     try:
         bound = _TRACE_SIGNATURE.bind_partial(**settings)
@@ -200,15 +255,20 @@ def cached_channel_traces(
         raise CwhawqError(f"bad Hessian trace setting: {exc}; use the keyword arguments of channel_traces") from None
     if {"model", "layers", "batches"} & bound.arguments.keys():
         raise CwhawqError("model, layers and batches are positional arguments of cached_channel_traces; not settings")
+    if "partial_file" in bound.arguments:
+        raise CwhawqError("cached_channel_traces chooses its own partial file; do not pass partial_file")
     names = [layer.name for layer in layers]
-    path = Path(cache_dir) / "traces" / f"{_cache_key(model, names, batches, bound)}.npz"
+    key = _cache_key(model, names, batches, bound)
+    path = Path(cache_dir) / "traces" / f"{key}.npz"
+    partial = path.with_name(f"{key}.partial.npz")
     if path.exists():
         try:
             return _load(path, names)
         except Exception as exc:  # any unreadable file (truncated, foreign, old layout) is just a cache miss
             warnings.warn(f"ignoring unreadable Hessian trace cache {path} ({exc}); recomputing", stacklevel=2)
-    result = channel_traces(model, layers, batches, **settings)
+    result = channel_traces(model, layers, batches, **settings, partial_file=partial)
     _save(path, names, result)
+    partial.unlink(missing_ok=True)
     return result
 
 
@@ -224,7 +284,7 @@ def _cache_key(model: nn.Module, names: list[str], batches: Sequence[Batch], bou
     digest.update(repr(names).encode())
     bound.apply_defaults()
     for key, value in sorted(bound.arguments.items()):
-        if key in ("model", "layers", "batches", "progress"):
+        if key in ("model", "layers", "batches", "progress", "partial_file"):
             continue
         if callable(value):  # a loss function: identified by where it is defined and, for lambdas, by its code
             code = getattr(value, "__code__", None)
@@ -237,7 +297,6 @@ def _cache_key(model: nn.Module, names: list[str], batches: Sequence[Batch], bou
 
 
 def _save(path: Path, names: list[str], result: ChannelTraces) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {
         "layer_names": np.array(names, dtype=str),
         "model_trace": np.array(result.model_trace),
@@ -248,7 +307,12 @@ def _save(path: Path, names: list[str], result: ChannelTraces) -> None:
     for i, name in enumerate(result.traces):
         arrays[f"trace_{i}"] = result.traces[name]
         arrays[f"stderr_{i}"] = result.stderr[name]
+    _write_npz(path, arrays)
+
+
+def _write_npz(path: Path, arrays: dict[str, Any]) -> None:
     # Write then rename so a crash never leaves a half-written file under the final name.
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -162,7 +162,7 @@ class WeightQuantizer:
                 self._set(name, checked.get(name))
 
     def apply_layer(self, name: str, bits: np.ndarray) -> None:
-        """Quantize one layer in place with its per-channel bits (as in apply); the other layers are left as they are."""
+        """Quantize one layer in place with its per-channel bits (as in apply); the other layers stay as they are."""
         checked = self._checked(name, bits)
         with torch.no_grad():
             self._set(name, checked)

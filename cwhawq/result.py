@@ -80,7 +80,8 @@ def format_summary(result: Mapping[str, Any], max_layers: int = 30) -> str:
         values, counts = np.unique(layer["bits"], return_counts=True)
         histogram = " ".join(f"{v}b:{c}" for v, c in zip(values, counts))
         pin = " (pinned)" if layer["pinned"] else ""
-        lines.append(f"{layer['name']:<32} {layer['kind']:<9} {layer['channels']:>5} {layer['avg_bits']:>8.2f}  {histogram}{pin}")
+        columns = f"{layer['name']:<32} {layer['kind']:<9} {layer['channels']:>5} {layer['avg_bits']:>8.2f}"
+        lines.append(f"{columns}  {histogram}{pin}")
     if len(result["layers"]) > max_layers:
         lines.append(f"... {len(result['layers']) - max_layers} more layers in result.json")
     totals, acc = result["totals"], result["accuracy"]

@@ -65,3 +65,34 @@ def interrupt_at_measurement(monkeypatch: pytest.MonkeyPatch) -> Callable[[int],
         return measured
 
     return arm
+
+
+@pytest.fixture()
+def interrupt_after_probe(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[int]]:
+    """Arm `exception` to be raised once, right after the k-th probe from now; returns the probes counted."""
+    from cwhawq import hessian
+
+    done: list[int] = []
+    real = hessian.progress_bar
+
+    def arm(k: int, exception: type[BaseException] = KeyboardInterrupt) -> list[int]:
+        fired = []
+
+        def bar(*args, **kwargs):
+            inner = real(*args, **kwargs)
+            update = inner.update
+
+            def counting_update(step: int = 1) -> None:
+                update(step)
+                done.append(step)
+                if len(done) == k and not fired:
+                    fired.append(k)
+                    raise exception("stopped by the test")
+
+            inner.update = counting_update
+            return inner
+
+        monkeypatch.setattr(hessian, "progress_bar", bar)
+        return done
+
+    return arm

@@ -96,7 +96,8 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
     if command == "apply":
         status, _, err = run_cli(capsys, *args, "--resume")
     else:  # a fine-tune is also a search: the search command continues it
-        status, _, err = run_cli(capsys, "search", *common, "--episodes", "16", "--resume", "--out", str(out), "--quiet")
+        args = ["--episodes", "16", "--resume", "--out", str(out), "--quiet"]
+        status, _, err = run_cli(capsys, "search", *common, *args)
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "policy-finetune" and result["search"]["episodes"] == 16
@@ -161,6 +162,19 @@ def test_interrupted_random_search_continues_where_it_stopped(capsys, tmp_path, 
     assert len(measured) == uninterrupted - 3
     reference, resumed = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("reference", "o"))
     assert resumed["search"] == reference["search"] and resumed["layers"] == reference["layers"]
+
+
+def test_ctrl_c_in_the_hessian_probes_keeps_them(capsys, tmp_path, common, interrupt_after_probe):
+    common = [*common[:-4], "--trace-probes", "9", "--trace-batches", "1"]  # traces not yet in the session's cache
+    args = ["baseline", "--method", "uniform", *common, "--out", str(tmp_path / "o"), "--quiet"]
+    done = interrupt_after_probe(2)
+    status, _, stderr = run_cli(capsys, *args)
+    assert status == 130
+    kept = "the 2 Hessian probes done are kept; rerun the same command to continue from them"
+    assert stderr.strip() == f"interrupted; {kept}"
+    done.clear()
+    assert run_cli(capsys, *args)[0] == 0
+    assert 0 < len(done) <= 9 - 2
 
 
 def test_resume_without_a_fine_tune_is_refused(capsys, tmp_path, common):

@@ -335,6 +335,81 @@ def test_cache_rejects_unknown_setting(tmp_path):
         cached_channel_traces(model, layers, batches, tmp_path, max_probs=5)
 
 
+# --- interrupted probes ---------------------------------------------------------------------------------------
+
+
+def run_cached(tmp_path: Path, **kwargs) -> ChannelTraces:
+    torch.manual_seed(0)  # the same initial weights in every call: one cache key
+    model, layers, batches = linear_setup()
+    settings = {"loss_fn": half_mse, "max_probes": 12, "tol": 0.0, "progress": False, **kwargs}
+    return cached_channel_traces(model, layers, batches, tmp_path, **settings)
+
+
+def partial_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "traces").glob("*.partial.npz"))
+
+
+def test_ctrl_c_keeps_the_probes_and_a_rerun_continues_to_the_same_result(tmp_path, interrupt_after_probe):
+    uninterrupted = run_cached(tmp_path / "reference")
+    done = interrupt_after_probe(5)
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        run_cached(tmp_path)
+    assert "the 5 Hessian probes done are kept" in " ".join(interrupt.value.__notes__)
+    (partial,) = partial_files(tmp_path)
+    done.clear()
+    resumed = run_cached(tmp_path)
+    assert len(done) == 12 - 5  # only the missing probes are computed
+    assert same(resumed, uninterrupted)
+    assert partial_files(tmp_path) == [] and len(list((tmp_path / "traces").glob("*.npz"))) == 1
+
+
+def test_probes_saved_periodically_survive_a_crash(tmp_path, interrupt_after_probe, monkeypatch):
+    monkeypatch.setattr(hessian, "PARTIAL_SAVE_INTERVAL_S", 0.0)  # save after every probe
+    uninterrupted = run_cached(tmp_path / "reference")
+    done = interrupt_after_probe(7, RuntimeError)  # not a Ctrl-C: only the periodic saves are on disk
+    with pytest.raises(RuntimeError):
+        run_cached(tmp_path)
+    done.clear()
+    assert same(run_cached(tmp_path), uninterrupted)
+    assert len(done) == 12 - 7
+
+
+def test_a_converging_run_resumes_to_the_same_stop(tmp_path, interrupt_after_probe):
+    uninterrupted = run_cached(tmp_path / "reference", max_probes=200, tol=1e-2)
+    assert uninterrupted.converged and 3 < uninterrupted.n_probes < 200
+    interrupt_after_probe(3)
+    with pytest.raises(KeyboardInterrupt):
+        run_cached(tmp_path, max_probes=200, tol=1e-2)
+    assert same(run_cached(tmp_path, max_probes=200, tol=1e-2), uninterrupted)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other seed", "other width"])
+def test_an_unusable_partial_file_is_ignored_with_a_warning(tmp_path, interrupt_after_probe, damage):
+    uninterrupted = run_cached(tmp_path / "reference")
+    interrupt_after_probe(4)
+    with pytest.raises(KeyboardInterrupt):
+        run_cached(tmp_path)
+    (partial,) = partial_files(tmp_path)
+    if damage == "garbage":
+        partial.write_bytes(b"not an npz file")
+    else:
+        with np.load(partial) as data:
+            arrays = dict(data)
+        if damage == "other seed":
+            arrays["seed"] = np.array(7)
+        else:
+            arrays["values"] = arrays["values"][:, :2]
+        np.savez(partial, **arrays)
+    with pytest.warns(UserWarning, match="ignoring unusable partial Hessian probes"):
+        again = run_cached(tmp_path)
+    assert same(again, uninterrupted)
+
+
+def test_partial_file_is_chosen_by_the_cache(tmp_path):
+    with pytest.raises(CwhawqError, match="do not pass partial_file"):
+        run_cached(tmp_path, partial_file=tmp_path / "x.npz")
+
+
 # --- benchmark script -------------------------------------------------------------------------------------------
 
 

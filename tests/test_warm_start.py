@@ -30,7 +30,8 @@ def test_every_baseline_is_evaluated_as_is_and_replayed(agent_and_env):
     assert len(outcomes) == 2 * n
     as_is = [env.problem.evaluate(run_method(env.problem, name), count=False) for name in DETERMINISTIC_METHODS]
     assert [info["val_accuracy"] for info, _ in outcomes[:n]] == as_is
-    assert [info["val_accuracy"] for info, _ in outcomes[n:]] == [replayed_val(env, m)[0] for m in DETERMINISTIC_METHODS]
+    replayed = [replayed_val(env, m)[0] for m in DETERMINISTIC_METHODS]
+    assert [info["val_accuracy"] for info, _ in outcomes[n:]] == replayed
     assert model.replay_buffer.size() == n * env.n_steps  # every replay, step by step
 
 
