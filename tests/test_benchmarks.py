@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -13,6 +14,7 @@ import bench_search  # noqa: E402
 import benchmark  # noqa: E402
 import benchmark_transfer  # noqa: E402
 import choose_bit_widths  # noqa: E402
+import selection_study  # noqa: E402
 
 from agents.policy_bundle import read_metadata  # noqa: E402
 
@@ -94,3 +96,25 @@ def test_compare_agents_reads_the_committed_rows(capsys):
     text = compare_agents.main([])
     assert "| lenet5 | 2.25 |" in text and "| resnet_mini | 3.0 |" in text
     assert len([line for line in text.splitlines() if line.startswith("| digits_cnn")]) == 3
+
+
+def test_selection_study_quick(cache_dir, tmp_path, capsys):
+    out = tmp_path / "rows.jsonl"
+    args = ["--budgets", "2.5", "--seeds", "1", "--episodes", "12", "--out", str(out), "--cache-dir", str(cache_dir)]
+    rows = selection_study.main([*args, "--methods", "random", "ddpg-channel"])
+    assert [row["method"] for row in rows] == ["random", "ddpg-channel"]
+    for row in rows:
+        assert 1 <= row["candidates"] <= 12
+        assert row["max_val"] <= row["best_test_bound"] and row["one_se_smallest"] <= row["best_test_bound"]
+    assert len(out.read_text().splitlines()) == 2
+    assert "| digits_cnn | 2.5 | ddpg-channel |" in capsys.readouterr().out
+
+
+def test_selection_rules_on_known_candidates():
+    val = np.array([0.90, 0.95, 0.94, 0.80])
+    test = np.array([0.91, 0.92, 0.96, 0.99])
+    bits = np.array([2.0, 2.5, 2.2, 2.0])
+    picked = selection_study.choices(val, test, bits, n_val=100)  # one standard error: 2.2 points
+    assert picked["max_val"] == 0.92  # candidate 1
+    assert picked["one_se_smallest"] == 0.96  # candidates 1 and 2 are within 2.2 points; 2 is smaller
+    assert picked["best_test_bound"] == 0.99 and picked["candidates"] == 4
