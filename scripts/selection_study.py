@@ -41,15 +41,18 @@ TOP_CANDIDATES = 30
 
 def evaluated_assignments(
     problem: QuantProblem, method: str, seed: int, config: BenchmarkConfig
-) -> list[Assignment]:
-    """Run `method` as the benchmark does and return every distinct assignment it evaluated, in order."""
-    seen: dict[str, Assignment] = {}
+) -> list[tuple[Assignment, float]]:
+    """Run `method` as the benchmark does; every distinct assignment it evaluated, in order, with its validation
+    accuracy."""
+    seen: dict[str, tuple[Assignment, float]] = {}
     measure = problem.evaluate
 
     def recording(assignment: Assignment, split: str = "val", count: bool = True) -> float:
+        accuracy = measure(assignment, split, count)
         if split == "val":
-            seen.setdefault(assignment_key(assignment), {name: bits.copy() for name, bits in assignment.items()})
-        return measure(assignment, split, count)
+            copy = {name: bits.copy() for name, bits in assignment.items()}
+            seen.setdefault(assignment_key(assignment), (copy, accuracy))
+        return accuracy
 
     problem.evaluate = recording  # an instance attribute: the search, its env and warm start all call through it
     try:
@@ -89,10 +92,9 @@ def study(
             settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir)
             problem, built = build_problem(settings, progress=False), (model, budget)
         candidates = evaluated_assignments(problem, method, seed, config)
-        val, test = (
-            np.array([problem.evaluate(a, split, count=False) for a in candidates]) for split in ("val", "test")
-        )
-        bits = np.array([problem.average_bits(a) for a in candidates])
+        val = np.array([accuracy for _, accuracy in candidates])
+        test = np.array([problem.evaluate(a, "test", count=False) for a, _ in candidates])
+        bits = np.array([problem.average_bits(a) for a, _ in candidates])
         rows.append(
             {"model": model, "budget": budget, "method": method, "seed": seed,
              **choices(val, test, bits, len(problem.data.val))}
