@@ -38,8 +38,9 @@ class SearchCallback(BaseCallback):
     is passed to it as (observations, actions), so that the actor can be pulled toward it (self-imitation).
     `label` names the progress bar (a coarse-to-fine search shows "layer-wise search", then "channel-wise search").
 
-    Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy,
-    average bits, size in MB, best validation accuracy so far, exploration sigma; the per-layer average bits
+    Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy
+    and KL divergence from the full-precision predictions, average bits, size in MB, the validation accuracy of
+    the best assignment so far (best by the problem's objective), exploration sigma; the per-layer average bits
     of each episode as a histogram, and a bar chart of the best assignment's per-layer bits at checkpoints.
     """
 
@@ -114,6 +115,7 @@ class SearchCallback(BaseCallback):
         noise = self.model.action_noise
         writer.add_scalar("search/reward", reward, episode)
         writer.add_scalar("search/val_accuracy", info["val_accuracy"], episode)
+        writer.add_scalar("search/val_kl", info["val_kl"], episode)
         writer.add_scalar("search/avg_bits", info["avg_bits"], episode)
         writer.add_scalar("search/size_mb", info["size_bits"] / 8e6, episode)
         writer.add_scalar("search/best_val_accuracy", self.record.best_val_accuracy, episode)

@@ -80,5 +80,5 @@ def reuse_outcomes(model: HaqDDPG, env: ChannelBitsEnv) -> list[Outcome]:
 
 
 def best_outcome(outcomes: Sequence[Outcome]) -> Outcome:
-    """The outcome with the highest validation accuracy (the first of equals)."""
-    return max(outcomes, key=lambda candidate: candidate[0]["val_accuracy"])
+    """The outcome with the highest validation score (the first of equals)."""
+    return max(outcomes, key=lambda candidate: candidate[0]["val_score"])

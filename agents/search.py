@@ -210,7 +210,8 @@ class SearchRun:
         if settings.agent.warm_start:
             known = []
             if record.best_assignment is not None:
-                known = [({"assignment": record.best_assignment, "val_accuracy": record.best_val_accuracy}, 0.0)]
+                best = {"assignment": record.best_assignment, "val_score": record.best_val_score}
+                known = [(best, 0.0)]
             self._unlogged = warm_start(self.model, self.env, settings.agent.warm_start, known=known)
             for info, reward in self._unlogged:
                 self.record.add(info, reward)
@@ -313,7 +314,7 @@ class SearchRun:
         self.final_outcome = rollout_with_reward(self.model, self.env)
         final = self.final_outcome[0]
         best: Assignment = self.record.best_assignment
-        if final["val_accuracy"] > self.record.best_val_accuracy:
+        if final["val_score"] > self.record.best_val_score:
             best = final["assignment"]
         result = build_result(
             self.problem,
@@ -327,7 +328,7 @@ class SearchRun:
                     "best_episode": self.record.best_episode,
                     "final_policy_val_accuracy": final["val_accuracy"],
                     "interrupted": interrupted,
-                    "best_val_accuracy_curve": self.record.best_so_far(),
+                    "best_val_score_curve": self.record.best_so_far(),
                     "seed": self.settings.seed,
                 }
             },

@@ -75,11 +75,11 @@ def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[
     """
     baselines = evaluate_baselines(env.problem, start)
     replays = [_replay(model, env, info["assignment"]) for info, _ in baselines]
-    actions, steps = max(replays, key=lambda replay: outcome(replay[1])[0]["val_accuracy"])
+    actions, steps = max(replays, key=lambda replay: outcome(replay[1])[0]["val_score"])
     evaluations = [*baselines, *(outcome(played) for _, played in replays)]
     if known:
         best_known = best_outcome(known)[0]
-        if best_known["val_accuracy"] > outcome(steps)[0]["val_accuracy"]:
+        if best_known["val_score"] > outcome(steps)[0]["val_score"]:
             actions, steps = _replay(model, env, best_known["assignment"])
             evaluations.append(outcome(steps))
     clone_actions(model, np.stack([step[0] for step in steps]), np.stack(actions))

@@ -19,7 +19,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cwhawq.errors import CwhawqError
-from cwhawq.settings import DEFAULT_BIT_WIDTHS, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
+from cwhawq.settings import (
+    DEFAULT_BIT_WIDTHS,
+    OBJECTIVES,
+    AgentSettings,
+    ProblemSettings,
+    SearchSettings,
+    TraceSettings,
+)
 
 OBSERVATION_HELP = (
     "'v1' (default): each layer's shape, size and trace statistics; 'v2': also the level the greedy and the "
@@ -46,6 +53,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bits", type=int, nargs="+", default=list(DEFAULT_BIT_WIDTHS), help="candidate bit-widths")
     group.add_argument("--pin", type=_pin, action="append", default=[], help="PATTERN=BITS, e.g. 'conv1=8'")
     group.add_argument("--no-fold-bn", action="store_true", help="quantize convolutions without folding BatchNorm")
+    group.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=ProblemSettings.objective,
+        help="what makes an assignment better on validation: 'accuracy', or 'kl', the KL divergence of its "
+        f"predictions from the full-precision model's (default {ProblemSettings.objective!r})",
+    )
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
     group.add_argument("--trace-probes", type=int, default=TraceSettings.max_probes, help="max Hutchinson probes")
@@ -74,6 +88,7 @@ def problem_settings(args: argparse.Namespace) -> ProblemSettings:
         seed=args.seed,
         cache_dir=args.cache_dir,
         traces=TraceSettings(max_probes=args.trace_probes, num_batches=args.trace_batches),
+        objective=args.objective,
     )
 
 
@@ -233,7 +248,7 @@ def _baseline(args: argparse.Namespace) -> None:
             )
             raise
         assignment = record.best_assignment
-        extra = {"search": {"evaluations": args.evaluations, "best_val_accuracy_curve": record.best_so_far()}}
+        extra = {"search": {"evaluations": args.evaluations, "best_val_score_curve": record.best_so_far()}}
     else:
         assignment = run_method(problem, args.method)
     settings = {"problem": asdict(problem_cfg), "method": args.method, "evaluations": args.evaluations}

@@ -1,6 +1,18 @@
-"""Classification accuracy of a model on a data split."""
+"""How well a (quantized) model does on a data split: accuracy, and how far its predictions drift from a reference.
+
+The drift is the mean KL divergence KL(reference || model) of the predicted class distributions, with the
+full-precision model's as the reference. It is what the "kl" search objective minimises: on a small validation
+split, accuracy moves in steps of one image and saturates near the full-precision model's, so the best of a few
+hundred candidates by accuracy is mostly the luckiest one; the KL divergence measures every image's prediction and
+ranks candidates with far less noise (docs/BENCHMARKS.md, change 20).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -8,22 +20,61 @@ from torch import nn
 from cwhawq.data import Split
 
 
-def accuracy(model: nn.Module, split: Split, batch_size: int = 2048) -> float:
-    """Fraction of ``split`` classified correctly, in eval mode without autograd; the model's mode is restored."""
-    if len(split.y) == 0:
-        return 0.0
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's accuracy on a split and the mean KL divergence of its predictions from a reference's (0 without
+    a reference)."""
+
+    accuracy: float
+    kl: float = 0.0
+
+    def score(self, objective: str) -> float:
+        """Higher is better: the accuracy, or the negated KL divergence for the "kl" objective."""
+        return self.accuracy if objective == "accuracy" else -self.kl
+
+
+@contextmanager
+def _inference(model: nn.Module) -> Iterator[torch.device]:
+    """Eval mode without autograd; the model's per-module training flags are restored afterwards."""
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
     was_training = {module: module.training for module in model.modules()}
     model.eval()
-    correct = 0
     try:
         with torch.inference_mode():
-            for start in range(0, len(split.y), batch_size):
-                x = split.x[start : start + batch_size].to(device)
-                y = split.y[start : start + batch_size].to(device)
-                correct += int((model(x).argmax(dim=1) == y).sum())
+            yield param.device if param is not None else torch.device("cpu")
     finally:
         for module, training in was_training.items():
             module.training = training
-    return correct / len(split.y)
+
+
+def log_probs(model: nn.Module, split: Split, batch_size: int = 2048) -> torch.Tensor:
+    """The model's log class probabilities for every sample of `split`, on the CPU."""
+    with _inference(model) as device:
+        chunks = [
+            torch.log_softmax(model(split.x[start : start + batch_size].to(device)).float(), dim=1).cpu()
+            for start in range(0, len(split.y), batch_size)
+        ]
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def evaluate(
+    model: nn.Module, split: Split, reference: torch.Tensor | None = None, batch_size: int = 2048
+) -> Evaluation:
+    """Accuracy on `split` and, given the `reference` log probabilities of its samples (`log_probs`), the mean
+    KL(reference || model); predictions that are not finite count as infinitely far."""
+    if len(split.y) == 0:
+        return Evaluation(0.0)
+    correct, kl = 0, 0.0
+    with _inference(model) as device:
+        for start in range(0, len(split.y), batch_size):
+            logits = model(split.x[start : start + batch_size].to(device)).float()
+            correct += int((logits.argmax(dim=1) == split.y[start : start + batch_size].to(device)).sum())
+            if reference is not None:
+                ref = reference[start : start + batch_size].to(device)
+                kl += float(nn.functional.kl_div(torch.log_softmax(logits, 1), ref, reduction="sum", log_target=True))
+    return Evaluation(correct / len(split.y), kl / len(split.y) if math.isfinite(kl) else math.inf)
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 2048) -> float:
+    """Fraction of ``split`` classified correctly, in eval mode without autograd; the model's mode is restored."""
+    return evaluate(model, split, batch_size=batch_size).accuracy

@@ -7,7 +7,8 @@ evaluations, random search, the episodes after the last checkpoint). A repeated 
 served from the memo, with the value it would have measured (evaluation is deterministic).
 
 The file is JSON lines: a header with the fingerprint of what it evaluates (model weights and validation
-data), then one line per evaluation. A memo with another fingerprint is refused, never mixed in.
+data), then one line per evaluation (accuracy and KL divergence). A memo with another fingerprint is refused,
+never mixed in; a line without a KL divergence (written before it was measured) is measured again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cwhawq.errors import CwhawqError
+from cwhawq.evaluation import Evaluation
 
 #: The memo's file name in a run's output directory.
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -35,11 +37,11 @@ def assignment_key(assignment: Mapping[str, np.ndarray]) -> str:
 
 
 class EvaluationMemo:
-    """Validation accuracies by assignment, appended to `path` (created if missing) as they are added.
+    """Validation evaluations by assignment, appended to `path` (created if missing) as they are added.
 
     Args:
         path: the JSON-lines file.
-        fingerprint: what the accuracies belong to (`QuantProblem.fingerprint`); an existing file with another
+        fingerprint: what the evaluations belong to (`QuantProblem.fingerprint`); an existing file with another
             fingerprint raises a `CwhawqError`.
     """
 
@@ -47,7 +49,7 @@ class EvaluationMemo:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.hits = 0
-        self._accuracies: dict[str, float] = {}
+        self._evaluations: dict[str, Evaluation] = {}
         if self.path.is_file() and self.path.stat().st_size:
             self._load()
         else:
@@ -71,25 +73,26 @@ class EvaluationMemo:
                 entry = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill; it is measured again
                 continue
-            self._accuracies[entry["key"]] = float(entry["val_accuracy"])
+            if "val_kl" in entry:
+                self._evaluations[entry["key"]] = Evaluation(float(entry["val_accuracy"]), float(entry["val_kl"]))
 
     def _append(self, entry: Mapping[str, object]) -> None:
         with self.path.open("a") as file:
             file.write(json.dumps(entry) + "\n")
 
     def __len__(self) -> int:
-        return len(self._accuracies)
+        return len(self._evaluations)
 
-    def get(self, assignment: Mapping[str, np.ndarray]) -> float | None:
-        """The recorded validation accuracy of `assignment`, or None if it was never evaluated."""
-        accuracy = self._accuracies.get(assignment_key(assignment))
-        if accuracy is not None:
+    def get(self, assignment: Mapping[str, np.ndarray]) -> Evaluation | None:
+        """The recorded validation evaluation of `assignment`, or None if it was never evaluated."""
+        known = self._evaluations.get(assignment_key(assignment))
+        if known is not None:
             self.hits += 1
-        return accuracy
+        return known
 
-    def add(self, assignment: Mapping[str, np.ndarray], accuracy: float) -> None:
-        """Record a measured validation accuracy (on disk at once)."""
+    def add(self, assignment: Mapping[str, np.ndarray], evaluation: Evaluation) -> None:
+        """Record a measured validation evaluation (on disk at once)."""
         key = assignment_key(assignment)
-        if key not in self._accuracies:
-            self._accuracies[key] = float(accuracy)
-            self._append({"key": key, "val_accuracy": float(accuracy)})
+        if key not in self._evaluations:
+            self._evaluations[key] = evaluation
+            self._append({"key": key, "val_accuracy": evaluation.accuracy, "val_kl": evaluation.kl})

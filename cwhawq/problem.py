@@ -23,13 +23,13 @@ from cwhawq.cache import hash_tensor
 from cwhawq.cost import Budget, assignment_bits, average_bits
 from cwhawq.data import DataSplits, batches, load_dataset
 from cwhawq.errors import CwhawqError
-from cwhawq.evaluation import accuracy
+from cwhawq.evaluation import Evaluation, accuracy, evaluate, log_probs
 from cwhawq.evaluation_memo import EvaluationMemo
 from cwhawq.hessian import ChannelTraces, cached_channel_traces
 from cwhawq.layers import LayerInfo, discover_layers
 from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model
 from cwhawq.quantizer import WeightQuantizer
-from cwhawq.settings import ProblemSettings
+from cwhawq.settings import OBJECTIVES, ProblemSettings
 
 Assignment = dict[str, np.ndarray]
 
@@ -46,6 +46,8 @@ class QuantProblem:
     bit_widths: tuple[int, ...]
     fp_val_accuracy: float
     quantizer: WeightQuantizer
+    fp_val_log_probs: torch.Tensor
+    objective: str = "accuracy"
     evaluations: int = field(default=0)
     memo: EvaluationMemo | None = field(default=None)
 
@@ -93,23 +95,40 @@ class QuantProblem:
         if self.size_bits(assignment) > self.budget.total_bits:
             raise CwhawqError("assignment exceeds the size budget")
 
-    def evaluate(self, assignment: Mapping[str, np.ndarray], split: str = "val", count: bool = True) -> float:
-        """Accuracy of the model quantized by `assignment` on a split.
+    def validate(self, assignment: Mapping[str, np.ndarray], count: bool = True) -> Evaluation:
+        """Accuracy and KL divergence from the full-precision predictions of the model quantized by `assignment`,
+        on validation.
 
-        Validation evaluations made by a search are counted (`count=True`), so methods can be compared at an
-        equal number of quantized evaluations; reporting passes `count=False`.
+        Evaluations made by a search are counted (`count=True`), so methods can be compared at an equal number of
+        quantized evaluations; reporting passes `count=False`.
         """
-        if split == "val" and count:
+        if count:
             self.evaluations += 1
-        if split == "val" and self.memo is not None:
+        if self.memo is not None:
             known = self.memo.get(assignment)
             if known is not None:
                 return known
         with self.quantizer.quantized(assignment):
-            measured = accuracy(self.model, getattr(self.data, split))
-        if split == "val" and self.memo is not None:
+            measured = evaluate(self.model, self.data.val, self.fp_val_log_probs)
+        if self.memo is not None:
             self.memo.add(assignment, measured)
         return measured
+
+    def score(self, evaluation: Evaluation) -> float:
+        """How good a validation `evaluation` is under the problem's objective; higher is better."""
+        return evaluation.score(self.objective)
+
+    @property
+    def fp_score(self) -> float:
+        """The full-precision model's score: the most a lossless assignment reaches."""
+        return self.score(Evaluation(self.fp_val_accuracy))
+
+    def evaluate(self, assignment: Mapping[str, np.ndarray], split: str = "val", count: bool = True) -> float:
+        """Accuracy of the model quantized by `assignment` on a split (validation ones as `validate` counts them)."""
+        if split == "val":
+            return self.validate(assignment, count).accuracy
+        with self.quantizer.quantized(assignment):
+            return accuracy(self.model, getattr(self.data, split))
 
     @contextmanager
     def memoized(self, memo: EvaluationMemo) -> Iterator[EvaluationMemo]:
@@ -169,6 +188,8 @@ def prepare_problem(
     the model, dataset and checkpoint are ignored here.
     """
     torch.manual_seed(settings.seed)
+    if settings.objective not in OBJECTIVES:
+        raise CwhawqError(f"unknown objective {settings.objective!r}; use one of {list(OBJECTIVES)}")
     bit_widths = validate_bit_widths(settings.bit_widths)
     model = fold_batchnorm(model) if settings.fold_bn else model.eval()
     layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
@@ -189,6 +210,7 @@ def prepare_problem(
         if not np.all(np.isfinite(values)):
             raise CwhawqError(f"Hessian traces of layer {name!r} are not finite; check the model and data for NaNs")
     quantizer = WeightQuantizer(model, layers)
+    fp_val_log_probs = log_probs(model, data.val)
     fp_val = accuracy(model, data.val)
     if fp_val <= 1.5 / data.num_classes:
         # Still searchable (smoke tests use random weights), but the user most likely forgot --checkpoint.
@@ -197,4 +219,6 @@ def prepare_problem(
             "did you forget --checkpoint?",
             stacklevel=2,
         )
-    return QuantProblem(model, data, layers, traces, budget, bit_widths, fp_val, quantizer)
+    return QuantProblem(
+        model, data, layers, traces, budget, bit_widths, fp_val, quantizer, fp_val_log_probs, settings.objective
+    )

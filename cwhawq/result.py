@@ -41,6 +41,7 @@ def build_result(
             }
         )
     data = problem.data
+    validation = problem.validate(assignment, count=False)
     return {
         "version": RESULT_VERSION,
         "method": method,
@@ -62,7 +63,8 @@ def build_result(
         },
         "accuracy": {
             "fp32_val": problem.fp_val_accuracy,
-            "quantized_val": problem.evaluate(assignment, split="val", count=False),
+            "quantized_val": validation.accuracy,
+            "quantized_val_kl": validation.kl,
             "fp32_test": problem.evaluate_fp("test"),
             "quantized_test": problem.evaluate(assignment, split="test", count=False),
             "val_samples": len(data.val.y),

@@ -8,6 +8,8 @@ from typing import Any
 
 #: Candidate bit-widths used unless the user gives others; chosen by experiment (docs/BENCHMARKS.md).
 DEFAULT_BIT_WIDTHS: tuple[int, ...] = (2, 3, 4, 6, 8)
+#: What "better on validation" can mean for a search (`ProblemSettings.objective`, `cwhawq.evaluation.Evaluation`).
+OBJECTIVES = ("accuracy", "kl")
 
 
 @dataclass
@@ -59,7 +61,13 @@ class AgentSettings:
 
 @dataclass
 class ProblemSettings:
-    """Which model, data, budget and candidate bit-widths define the quantization problem."""
+    """Which model, data, budget and candidate bit-widths define the quantization problem.
+
+    `objective` is what makes one assignment better than another on validation, for every method that chooses
+    by measuring (the agent, its warm start, random search): "accuracy", or "kl", the mean KL divergence of the
+    quantized model's predictions from the full-precision model's (`cwhawq.evaluation`). Accuracy is reported
+    either way.
+    """
 
     model: str = "digits_cnn"
     dataset: str | None = None
@@ -72,6 +80,7 @@ class ProblemSettings:
     seed: int = 0
     cache_dir: str | None = None
     traces: TraceSettings = field(default_factory=TraceSettings)
+    objective: str = "accuracy"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProblemSettings:

@@ -7,6 +7,7 @@ interrupted search loses nothing and can be resumed.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,10 +29,12 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 @dataclass
 class SearchRecord:
-    """Per-episode history and the best (highest validation accuracy) assignment found."""
+    """Per-episode history and the best assignment found: the highest validation score (`QuantProblem.score`),
+    whose validation accuracy is `best_val_accuracy`."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_assignment: Assignment | None = None
+    best_val_score: float = -math.inf
     best_val_accuracy: float = -1.0
     best_episode: int = -1
 
@@ -48,11 +51,14 @@ class SearchRecord:
                 "episode": episode,
                 "reward": float(reward),
                 "val_accuracy": float(info["val_accuracy"]),
+                "val_kl": float(info["val_kl"]),
+                "val_score": float(info["val_score"]),
                 "avg_bits": float(info["avg_bits"]),
                 "size_bits": int(info["size_bits"]),
             }
         )
-        if info["val_accuracy"] > self.best_val_accuracy:
+        if info["val_score"] > self.best_val_score:
+            self.best_val_score = float(info["val_score"])
             self.best_val_accuracy = float(info["val_accuracy"])
             self.best_assignment = {name: np.asarray(bits).copy() for name, bits in info["assignment"].items()}
             self.best_episode = episode
@@ -60,8 +66,8 @@ class SearchRecord:
         return False
 
     def best_so_far(self) -> list[float]:
-        """Best validation accuracy after each episode (the evaluations-to-best curve)."""
-        return np.maximum.accumulate([h["val_accuracy"] for h in self.history]).tolist() if self.history else []
+        """Best validation score after each episode (the evaluations-to-best curve)."""
+        return np.maximum.accumulate([h["val_score"] for h in self.history]).tolist() if self.history else []
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -71,6 +77,7 @@ class SearchRecord:
         return {
             "history": self.history,
             "best_assignment": best,
+            "best_val_score": self.best_val_score,
             "best_val_accuracy": self.best_val_accuracy,
             "best_episode": self.best_episode,
         }
@@ -82,6 +89,7 @@ class SearchRecord:
         return cls(
             history=list(data["history"]),
             best_assignment={k: np.asarray(v, dtype=np.int64) for k, v in best.items()} if best else None,
+            best_val_score=float(data["best_val_score"]),
             best_val_accuracy=float(data["best_val_accuracy"]),
             best_episode=int(data["best_episode"]),
         )

@@ -1,10 +1,12 @@
 """`cwhawq/ChannelBits-v0`: one step per searchable layer, choosing the shares of its channels at each bit-width.
 
-Reward (terminal step only; every other step gives 0): ``10 * (acc_q - acc_fp)`` with validation accuracies as
-fractions, i.e. HAQ's ``0.1 * (acc_q - acc_fp)`` in percentage points. It is 0 for a lossless assignment and
-about -1 per 10 points lost. No size term is needed because the budget guard makes every episode end inside
-the budget and using (up to rounding) all of it, so episodes differ only in how the bits are spread; the
-discount is 1, so the terminal reward is the return of every step.
+Reward (terminal step only; every other step gives 0): ``10 * (score_q - score_fp)`` on validation, where the
+score is the problem's objective (`QuantProblem.score`). With the accuracy objective (fractions) that is HAQ's
+``0.1 * (acc_q - acc_fp)`` in percentage points: 0 for a lossless assignment and about -1 per 10 points lost; with
+the "kl" objective it is -10 times the mean KL divergence from the full-precision predictions. No size term is
+needed because the budget guard makes every episode end inside the budget and using (up to rounding) all of it,
+so episodes differ only in how the bits are spread; the discount is 1, so the terminal reward is the return of
+every step.
 """
 
 from __future__ import annotations
@@ -260,13 +262,16 @@ def evaluate_outcome(
     exactly like episodes. `size_bits` is the assignment's storage when the caller already knows it.
     """
     size = problem.size_bits(assignment) if size_bits is None else size_bits
-    val_accuracy = problem.evaluate(assignment)
+    evaluation = problem.validate(assignment)
+    score = problem.score(evaluation)
     info = {
         "assignment": {name: np.asarray(bits).copy() for name, bits in assignment.items()},
         "size_bits": size,
         "budget_bits": problem.budget.total_bits,
         "avg_bits": size / problem.n_weights,
-        "val_accuracy": val_accuracy,
+        "val_accuracy": evaluation.accuracy,
+        "val_kl": evaluation.kl,
+        "val_score": score,
         "fp_val_accuracy": problem.fp_val_accuracy,
     }
-    return info, REWARD_SCALE * (val_accuracy - problem.fp_val_accuracy)
+    return info, REWARD_SCALE * (score - problem.fp_score)

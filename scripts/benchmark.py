@@ -38,7 +38,7 @@ from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result  # noqa: E402
-from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
+from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
@@ -54,6 +54,7 @@ class BenchmarkConfig:
     methods: tuple[str, ...] = (*DETERMINISTIC_METHODS, *STOCHASTIC_METHODS)
     seeds: tuple[int, ...] = (0, 1, 2)
     episodes: int = 300
+    objective: str = ProblemSettings.objective
     agent: AgentSettings = field(default_factory=AgentSettings)
     out: Path = Path("docs/benchmark")
     markdown: Path = Path("docs/BENCHMARKS.md")
@@ -85,7 +86,7 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
         result = SearchRun(problem, settings, env=env).run()
     search = result["search"]
     assignment = {layer["name"]: layer["bits"] for layer in result["layers"]}
-    return assignment, {"evaluations": search["evaluations"], "curve": search["best_val_accuracy_curve"]}
+    return assignment, {"evaluations": search["evaluations"], "curve": search["best_val_score_curve"]}
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -117,7 +118,9 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
     for model, budget, method, seed in progress_bar(jobs, desc="benchmark", unit="run"):
         if (model, budget) not in problems:
             problems.clear()
-            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir)
+            settings = ProblemSettings(
+                model=model, budget_bits=budget, cache_dir=cache_dir, objective=config.objective
+            )
             problems[(model, budget)] = build_problem(settings, progress=False)
         problem = problems[(model, budget)]
         start = time.perf_counter()
@@ -309,9 +312,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=AgentSettings.coarse_share,
         help="share of a channel-wise search's episodes spent on a layer-wise search first",
     )
+    parser.add_argument(
+        "--objective",
+        default=ProblemSettings.objective,
+        choices=OBJECTIVES,
+        help="what searches maximise on validation",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    config = BenchmarkConfig()
+    config = BenchmarkConfig(objective=args.objective)
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,
         action=args.action,

@@ -30,6 +30,7 @@ import torch
 from scipy.stats import spearmanr
 
 from benchmark import STOCHASTIC_METHODS, BenchmarkConfig, run_one
+from cwhawq.evaluation import Evaluation
 from cwhawq.evaluation_memo import assignment_key
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.progress import progress_bar
@@ -45,20 +46,19 @@ def evaluated_assignments(
     """Run `method` as the benchmark does; every distinct assignment it evaluated, in order, with its validation
     accuracy."""
     seen: dict[str, tuple[Assignment, float]] = {}
-    measure = problem.evaluate
+    measure = problem.validate
 
-    def recording(assignment: Assignment, split: str = "val", count: bool = True) -> float:
-        accuracy = measure(assignment, split, count)
-        if split == "val":
-            copy = {name: bits.copy() for name, bits in assignment.items()}
-            seen.setdefault(assignment_key(assignment), (copy, accuracy))
-        return accuracy
+    def recording(assignment: Assignment, count: bool = True) -> Evaluation:
+        evaluation = measure(assignment, count)
+        copy = {name: bits.copy() for name, bits in assignment.items()}
+        seen.setdefault(assignment_key(assignment), (copy, evaluation.accuracy))
+        return evaluation
 
-    problem.evaluate = recording  # an instance attribute: the search, its env and warm start all call through it
+    problem.validate = recording  # an instance attribute: the search, its env and warm start all call through it
     try:
         run_one(problem, method, seed, config)
     finally:
-        del problem.evaluate
+        del problem.validate
     return list(seen.values())
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from cwhawq.baselines.groups import GroupTable
 from cwhawq.cost import Budget
 from cwhawq.data import DataSplits, Split
+from cwhawq.evaluation import log_probs
 from cwhawq.hessian import ChannelTraces
 from cwhawq.layers import discover_layers
 from cwhawq.problem import QuantProblem
@@ -38,7 +39,9 @@ def tiny_problem(
     values = dict(traces) if traces else {layer.name: rng.uniform(0.1, 1.0, layer.out_channels) for layer in layers}
     channel_traces = ChannelTraces(values, {k: np.zeros_like(v) for k, v in values.items()}, 1.0, 1, True)
     budget = Budget(budget_bits) if budget_bits is not None else Budget.from_average_bits(layers, avg_bits)
-    return QuantProblem(model, data, layers, channel_traces, budget, bit_widths, 0.5, WeightQuantizer(model, layers))
+    quantizer = WeightQuantizer(model, layers)
+    fp_log_probs = log_probs(model, split)
+    return QuantProblem(model, data, layers, channel_traces, budget, bit_widths, 0.5, quantizer, fp_log_probs)
 
 
 def brute_force(table: GroupTable) -> tuple[float, np.ndarray | None]:

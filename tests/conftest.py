@@ -46,22 +46,27 @@ def digits_problem(cache_dir: Path) -> QuantProblem:
 
 @pytest.fixture()
 def interrupt_at_measurement(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], list[str]]:
-    """Arm a Ctrl-C at the n-th accuracy measured by `QuantProblem.evaluate` (0: never); the returned list collects
-    the split of every measurement (evaluations replayed from a memo measure nothing)."""
+    """Arm a Ctrl-C at the n-th measurement of a model on a split by `cwhawq.problem` (its accuracy, or accuracy
+    and KL divergence; 0: never); the returned list collects the split of every measurement (evaluations replayed
+    from a memo measure nothing)."""
     from cwhawq import problem
 
-    original = problem.accuracy
+    originals = {name: getattr(problem, name) for name in ("accuracy", "evaluate")}
 
     def arm(n: int) -> list[str]:
         measured: list[str] = []
 
-        def measure(model: torch.nn.Module, split: object, *args: object, **kwargs: object) -> float:
-            measured.append(split)
-            if len(measured) == n:
-                raise KeyboardInterrupt
-            return original(model, split, *args, **kwargs)
+        def counting(original: Callable) -> Callable:
+            def measure(model: torch.nn.Module, split: object, *args: object, **kwargs: object) -> object:
+                measured.append(split)
+                if len(measured) == n:
+                    raise KeyboardInterrupt
+                return original(model, split, *args, **kwargs)
 
-        monkeypatch.setattr(problem, "accuracy", measure)
+            return measure
+
+        for name, original in originals.items():
+            monkeypatch.setattr(problem, name, counting(original))
         return measured
 
     return arm

@@ -1,11 +1,15 @@
 """The evaluation memo: keys, the file on disk, refusal of another problem's memo, and its use by QuantProblem."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cwhawq.errors import CwhawqError
+from cwhawq.evaluation import Evaluation
 from cwhawq.evaluation_memo import EvaluationMemo, assignment_key
 
 layer_bits = st.lists(st.integers(min_value=2, max_value=8), min_size=1, max_size=6).map(np.array)
@@ -28,23 +32,31 @@ def test_key_changes_with_any_channel(assignment, name):
     assert assignment_key(changed) != assignment_key(assignment)
 
 
-def test_accuracies_survive_reopening(tmp_path):
+def test_evaluations_survive_reopening(tmp_path):
     path = tmp_path / "evaluations.jsonl"
     memo = EvaluationMemo(path, "f")
     first, second = {"a": np.array([2, 4])}, {"a": np.array([4, 4])}
-    memo.add(first, 0.5)
-    memo.add(second, 0.75)
-    memo.add(first, 0.5)  # already known: not written twice
+    memo.add(first, Evaluation(0.5, 0.25))
+    memo.add(second, Evaluation(0.75, math.inf))  # predictions that were not finite
+    memo.add(first, Evaluation(0.5, 0.25))  # already known: not written twice
     assert len(path.read_text().splitlines()) == 3  # the header and two evaluations
     reopened = EvaluationMemo(path, "f")
     assert len(reopened) == 2
-    assert reopened.get(second) == 0.75 and reopened.get({"a": np.array([2, 2])}) is None
+    assert reopened.get(second) == Evaluation(0.75, math.inf) and reopened.get({"a": np.array([2, 2])}) is None
     assert reopened.hits == 1
+
+
+def test_an_entry_without_kl_divergence_is_measured_again(tmp_path):
+    path = tmp_path / "evaluations.jsonl"
+    EvaluationMemo(path, "f")  # the header
+    with path.open("a") as file:  # as written before the KL divergence was measured
+        file.write(json.dumps({"key": assignment_key({"a": np.array([2])}), "val_accuracy": 0.5}) + "\n")
+    assert EvaluationMemo(path, "f").get({"a": np.array([2])}) is None
 
 
 def test_a_line_cut_short_by_a_kill_is_measured_again(tmp_path):
     path = tmp_path / "evaluations.jsonl"
-    EvaluationMemo(path, "f").add({"a": np.array([2])}, 0.5)
+    EvaluationMemo(path, "f").add({"a": np.array([2])}, Evaluation(0.5, 0.1))
     with path.open("a") as file:
         file.write('{"key": "abc", "val_acc')
     assert len(EvaluationMemo(path, "f")) == 1

@@ -248,4 +248,4 @@ def test_fine_tune_interrupted_in_its_warm_start_resumes_as_a_fine_tune(
     interrupt_at_measurement(0)
     resumed = SearchRun(digits_problem, dataclasses.replace(settings, resume=True)).run()
     assert resumed["method"] == "policy-finetune"
-    assert resumed["search"]["best_val_accuracy_curve"] == reference_result["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_score_curve"] == reference_result["search"]["best_val_score_curve"]

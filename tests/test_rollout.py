@@ -54,6 +54,6 @@ def test_reuse_outcomes_of_a_shares_policy_is_its_rollout(digits_problem):
     assert played[0]["size_bits"] <= digits_problem.budget.total_bits
 
 
-def test_best_outcome_is_the_first_of_the_most_accurate():
-    outcomes = [({"val_accuracy": accuracy, "n": n}, 0.0) for n, accuracy in enumerate([0.5, 0.9, 0.9])]
+def test_best_outcome_is_the_first_of_the_best_scored():
+    outcomes = [({"val_score": score, "n": n}, 0.0) for n, score in enumerate([0.5, 0.9, 0.9])]
     assert best_outcome(outcomes)[0]["n"] == 1

@@ -12,7 +12,7 @@ from cwhawq.errors import CwhawqError
 from cwhawq.settings import AgentSettings, SearchSettings
 from envs.channel_bits_env import ChannelBitsEnv
 
-SCALARS = ["reward", "val_accuracy", "avg_bits", "size_mb", "best_val_accuracy", "noise_sigma"]
+SCALARS = ["reward", "val_accuracy", "val_kl", "avg_bits", "size_mb", "best_val_accuracy", "noise_sigma"]
 
 
 def settings_for(out, episodes, resume=False):
@@ -40,7 +40,7 @@ def test_short_search_writes_everything(digits_problem, tmp_path):
         assert len(layer["bits"]) == layer["channels"]
         assert set(layer["bits"]) <= set(digits_problem.bit_widths)
     assert 0 <= on_disk["accuracy"]["quantized_test"] <= 1
-    assert on_disk["accuracy"]["quantized_val"] == pytest.approx(result["search"]["best_val_accuracy_curve"][-1]) or (
+    assert on_disk["accuracy"]["quantized_val"] == pytest.approx(result["search"]["best_val_score_curve"][-1]) or (
         on_disk["accuracy"]["quantized_val"] == on_disk["search"]["final_policy_val_accuracy"]
     )
     assert "cwhawq.json" in zipfile.ZipFile(out / "policy.zip").namelist()
@@ -102,7 +102,7 @@ def test_interrupt_keeps_best_and_resume_continues(digits_problem, tmp_path, mon
     resumed = SearchRun(digits_problem, settings_for(out, episodes=16, resume=True)).run()
     assert resumed["search"]["episodes"] == 16
     assert not resumed["search"]["interrupted"]
-    assert resumed["search"]["best_val_accuracy_curve"][:12] == result["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_score_curve"][:12] == result["search"]["best_val_score_curve"]
 
 
 def test_warm_start_is_the_floor(digits_problem, tmp_path):
@@ -120,7 +120,7 @@ def test_random_warm_up_without_warm_start(digits_problem, tmp_path):
     settings.agent.warm_start = None
     result = SearchRun(digits_problem, settings).run()
     assert result["search"]["episodes"] == 4
-    assert result["search"]["best_val_accuracy_curve"][0] > 0
+    assert result["search"]["best_val_score_curve"][0] > 0
     assert not result["search"]["interrupted"]
 
 
@@ -128,7 +128,7 @@ def test_seeded_searches_are_identical(digits_problem, tmp_path):
     # 12 episodes: 6 warm-start evaluations, then 6 agent episodes, the last 4 with gradient updates.
     first = SearchRun(digits_problem, settings_for(tmp_path / "a", episodes=12)).run()
     second = SearchRun(digits_problem, settings_for(tmp_path / "b", episodes=12)).run()
-    assert first["search"]["best_val_accuracy_curve"] == second["search"]["best_val_accuracy_curve"]
+    assert first["search"]["best_val_score_curve"] == second["search"]["best_val_score_curve"]
     assert first["search"]["final_policy_val_accuracy"] == second["search"]["final_policy_val_accuracy"]
     assert [layer["bits"] for layer in first["layers"]] == [layer["bits"] for layer in second["layers"]]
     assert np.isclose(first["totals"]["avg_bits"], second["totals"]["avg_bits"])
@@ -179,13 +179,13 @@ def test_coarse_phase_starts_the_channel_search(digits_problem, tmp_path, monkey
     # The coarse phase's episodes and its final rollout are the first of the search's evaluations.
     assert result["method"] == "ddpg-channel"
     assert result["search"]["episodes"] == 30
-    assert result["search"]["best_val_accuracy_curve"][:15] == coarse["search"]["best_val_accuracy_curve"]
+    assert result["search"]["best_val_score_curve"][:15] == coarse["search"]["best_val_score_curve"]
     assert run.record.history[15]["val_accuracy"] == coarse["search"]["final_policy_val_accuracy"]
     # The channel-wise warm start knows the coarse phase's best (a layer-wise assignment) besides the baselines.
     coarse_start, channel_start = starts
     assert coarse_start == []
     (known_info, _), = channel_start
-    assert known_info["val_accuracy"] == max(h["val_accuracy"] for h in run.record.history[:16])
+    assert known_info["val_score"] == max(h["val_score"] for h in run.record.history[:16])
     assert all(len(set(bits.tolist())) == 1 for bits in known_info["assignment"].values())
     assert result["accuracy"]["quantized_val"] >= coarse["accuracy"]["quantized_val"]
     events = EventAccumulator(str(out / "coarse" / "tb"), size_guidance={"scalars": 0})
@@ -229,7 +229,7 @@ def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch
     resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=30, resume=True)).run()
     assert not resumed["search"]["interrupted"] and resumed["method"] == "ddpg-channel"
     assert resumed["search"]["episodes"] == 30
-    assert resumed["search"]["best_val_accuracy_curve"][:4] == interrupted["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_score_curve"][:4] == interrupted["search"]["best_val_score_curve"]
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.0])
@@ -252,7 +252,7 @@ def test_interrupted_warm_start_resumes_as_if_never_stopped(digits_problem, tmp_
     resumed_run = SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
     assert resumed_run.memo.hits >= 3  # the three evaluations made before Ctrl-C are read back, not measured
     resumed = resumed_run.run()
-    assert resumed["search"]["best_val_accuracy_curve"] == reference["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_score_curve"] == reference["search"]["best_val_score_curve"]
     assert [layer["bits"] for layer in resumed["layers"]] == [layer["bits"] for layer in reference["layers"]]
     assert len(measured) < reference["search"]["evaluations"] + 2  # fewer than its evaluations and the report's
 
@@ -275,4 +275,4 @@ def test_interrupt_in_the_channel_warm_start_after_the_coarse_phase(digits_probl
     coarse = json.loads((out / "coarse" / "result.json").read_text())
     resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=30, resume=True)).run()
     assert resumed["method"] == "ddpg-channel" and resumed["search"]["episodes"] == 30
-    assert resumed["search"]["best_val_accuracy_curve"][:15] == coarse["search"]["best_val_accuracy_curve"]
+    assert resumed["search"]["best_val_score_curve"][:15] == coarse["search"]["best_val_score_curve"]

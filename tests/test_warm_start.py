@@ -50,7 +50,7 @@ def test_the_best_replay_is_cloned_into_the_actor(agent_and_env):
 def test_a_better_known_outcome_is_replayed_and_cloned(agent_and_env):
     model, env = agent_and_env
     known = run_method(env.problem, "ilp-layer")
-    outcomes = warm_start(model, env, "uniform", known=[({"assignment": known, "val_accuracy": 1.0}, 0.0)])
+    outcomes = warm_start(model, env, "uniform", known=[({"assignment": known, "val_score": 1.0}, 0.0)])
     assert len(outcomes) == 3  # uniform as is, uniform replayed, the known assignment replayed
     assert model.replay_buffer.size() == 2 * env.n_steps
     obs, _ = env.reset()
