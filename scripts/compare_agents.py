@@ -23,6 +23,12 @@ START_AS_IS = "git checkout ca4e727 && "
 #: (change 18); transfer rows measured before that change name it.
 UNFITTED = "git checkout b4b6322 && "
 
+#: The searches that choose by KL divergence from the full-precision predictions (change 20).
+KL_COMMAND = (
+    "python scripts/benchmark.py --objective kl --models digits_cnn --methods random ddpg-layer ddpg-channel"
+    " --seeds 5 --out docs/benchmark/objective_kl, then the same with --models resnet_mini --budgets 3.0 --seeds 3"
+)
+
 #: name -> (raw rows, command that produced them, method rows to take)
 VARIANTS: dict[str, tuple[str, str, str]] = {
     "shares, no warm start (HAQ's random warm-up)": (
@@ -113,6 +119,10 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/observation_v2",
         "ddpg-channel",
     ),
+    "layer-wise DDPG (default)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5", "ddpg-layer"),
+    "objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "ddpg-channel"),
+    "layer-wise DDPG, objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "ddpg-layer"),
+    "random search, objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "random"),
 }
 
 DISTILLED_COMMAND = (
