@@ -47,7 +47,7 @@ class QuantProblem:
     fp_val_accuracy: float
     quantizer: WeightQuantizer
     fp_val_log_probs: torch.Tensor
-    objective: str = "accuracy"
+    objective: str = ProblemSettings.objective
     evaluations: int = field(default=0)
     memo: EvaluationMemo | None = field(default=None)
 
