@@ -15,6 +15,7 @@ import benchmark  # noqa: E402
 import benchmark_transfer  # noqa: E402
 import choose_bit_widths  # noqa: E402
 import selection_study  # noqa: E402
+import zero_shot_study  # noqa: E402
 
 from agents.policy_bundle import read_metadata  # noqa: E402
 
@@ -66,16 +67,37 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     assert json.loads((out / "transfer.jsonl").read_text().splitlines()[0])["model"] == "digits_cnn"
 
 
-def test_quick_distilled_transfer(cache_dir, tmp_path):
-    out = tmp_path / "distilled"
-    argv = ["--quick", "--distill-from", "mlp1d", "--targets", "digits_cnn", "--out", str(out),
+@pytest.fixture(scope="module")
+def quick_distilled(cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distilled")
+    argv = ["--quick", "--distill-from", "mlp1d", "digits_cnn", "--targets", "digits_cnn", "--out", str(out),
             "--cache-dir", str(cache_dir)]  # fmt: skip
-    rows = benchmark_transfer.main(argv)
+    return out, benchmark_transfer.main(argv)
+
+
+def test_quick_distilled_transfer(quick_distilled):
+    out, rows = quick_distilled
     assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
     assert all(row["within_budget"] for row in rows)
     trained_on = read_metadata(out / "work" / "distilled" / "digits_cnn_s0" / "policy.zip")["trained_on"]
-    assert [source["model"] for source in trained_on["distilled_from"]] == ["mlp1d"]
-    assert "mlp1d, the target left out" in (out / "BENCHMARKS.md").read_text()
+    assert [source["model"] for source in trained_on["distilled_from"]] == ["mlp1d"]  # the target is left out
+    assert "mlp1d, digits_cnn, the target left out" in (out / "BENCHMARKS.md").read_text()
+
+
+def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
+    out, _ = quick_distilled
+    argv = ["--models", "mlp1d", "digits_cnn", "--budgets", "2.5", "--seeds", "1", "--work", str(out / "work"),
+            "--out", str(out / "study.jsonl"), "--cache-dir", str(cache_dir)]  # fmt: skip
+    rows = zero_shot_study.main(argv)
+    rules = ["uniform", "greedy-channel", "hint", "ridge 1", "residual 1", "ridge 10", "residual 10",
+             *(f"distilled seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS)), "distilled mean"]  # fmt: skip
+    assert [row["rule"] for row in rows] == rules * 2
+    assert all(0 < row["val"] <= 1 and 0 < row["test"] <= 1 for row in rows)
+    assert len((out / "study.jsonl").read_text().splitlines()) == len(rows)
+    table = capsys.readouterr().out
+    assert "| hint | " in table and table.count("/2 |") == len(rules) - 2
+    with pytest.raises(SystemExit, match="no searches of lenet5"):
+        zero_shot_study.main(["--models", "lenet5", "--work", str(out / "work")])
 
 
 def test_bench_search_quick(cache_dir, capsys):
