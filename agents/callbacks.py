@@ -77,7 +77,11 @@ class SearchCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._writer = SummaryWriter(str(self.tb_dir))
         self._bar = progress_bar(
-            total=self.total_episodes, initial=self.record.episodes, desc=self.label, unit="ep", disable=not self.progress
+            total=self.total_episodes,
+            initial=self.record.episodes,
+            desc=self.label,
+            unit="ep",
+            disable=not self.progress,
         )
         first = self.record.episodes - len(self.earlier)
         for offset, (info, reward) in enumerate(self.earlier):

@@ -131,7 +131,11 @@ def fit_uniform(
     level = int(np.argmax(ratios))
     while level > 0 and unit * bit_widths[level] > high_bits:
         level -= 1
-    while level < len(bit_widths) - 1 and unit * bit_widths[level] < low_bits and unit * bit_widths[level + 1] <= high_bits:
+    while (
+        level < len(bit_widths) - 1
+        and unit * bit_widths[level] < low_bits
+        and unit * bit_widths[level + 1] <= high_bits
+    ):
         level += 1
     counts = np.zeros(len(bit_widths), dtype=np.int64)
     counts[level] = n_channels

@@ -122,10 +122,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
           f"{torch.get_num_threads()} torch thread(s)\n")  # fmt: skip
     print("| measurement | median | runs |")
     print("|---|---:|---|")
-    print(f"| {episodes}-episode search, seconds | {result['search_s']:.1f} | {', '.join(f'{s:.1f}' for s in search_s)} |")
-    print(f"| env overhead, share of the search's time | {result['search_overhead']:.1%} | {', '.join(f'{s[1]:.1%}' for s in searches)} |")
-    print(f"| env episode (random actions), ms | {result['episode_ms']:.2f} | {overhead_reps} x {overhead_episodes} episodes |")
-    print(f"| env overhead, share of bare env episodes | {result['overhead']:.1%} | {', '.join(f'{o[1]:.1%}' for o in overhead)} |")
+    table = [
+        (f"{episodes}-episode search, seconds", f"{result['search_s']:.1f}", ", ".join(f"{s:.1f}" for s in search_s)),
+        (
+            "env overhead, share of the search's time",
+            f"{result['search_overhead']:.1%}",
+            ", ".join(f"{s[1]:.1%}" for s in searches),
+        ),
+        (
+            "env episode (random actions), ms",
+            f"{result['episode_ms']:.2f}",
+            f"{overhead_reps} x {overhead_episodes} episodes",
+        ),
+        (
+            "env overhead, share of bare env episodes",
+            f"{result['overhead']:.1%}",
+            ", ".join(f"{o[1]:.1%}" for o in overhead),
+        ),
+    ]
+    for measurement, median, runs in table:
+        print(f"| {measurement} | {median} | {runs} |")
     return result
 
 

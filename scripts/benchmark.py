@@ -225,7 +225,10 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
         budgets = sorted({k[1] for k in summary if k[0] == model})
         fp32 = next(v["fp32_test"] for k, v in summary.items() if k[0] == model)
         lines += [f"### {model} (FP32 test {100 * fp32:.2f}%)", ""]
-        lines += ["| budget | method | test | val | avg bits | evals | time (s) | in budget |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| budget | method | test | val | avg bits | evals | time (s) | in budget |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for budget in budgets:
             for method in config.methods:
                 s = summary.get((model, budget, method))

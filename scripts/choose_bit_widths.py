@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> dict[tuple, tuple[float, float]]:
                 vals.append(record.best_val_accuracy)
                 tests.append(problem.evaluate(record.best_assignment, split="test", count=False))
             table[(bits, budget)] = (statistics.mean(vals), statistics.mean(tests))
-            print(f"| {bits} | {budget} | {100 * table[(bits, budget)][0]:.2f} | {100 * table[(bits, budget)][1]:.2f} |")
+            val, test = table[(bits, budget)]
+            print(f"| {bits} | {budget} | {100 * val:.2f} | {100 * test:.2f} |")
     return table
 
 

@@ -57,7 +57,8 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "level, best start as is, self-imitation": (
         "docs/benchmark/start_as_is/results.jsonl",
-        f"{START_AS_IS}python scripts/benchmark.py --seeds 5 (its ddpg-channel rows, moved to docs/benchmark/start_as_is)",
+        f"{START_AS_IS}python scripts/benchmark.py --seeds 5"
+        " (its ddpg-channel rows, moved to docs/benchmark/start_as_is)",
         "ddpg-channel",
     ),
     "level, best replayed start, self-imitation (default)": (
@@ -92,7 +93,8 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "half the episodes snapped to layer-wise": (
         "docs/benchmark/snap_share_0.5/results.jsonl",
         "git checkout b3b86ee && python scripts/benchmark.py --methods ddpg-channel --models resnet_mini"
-        " --budgets 3.0 --snap-share 0.5 --out docs/benchmark/snap_share_0.5, then the same with --models lenet5 --budgets 2.25",
+        " --budgets 3.0 --snap-share 0.5 --out docs/benchmark/snap_share_0.5,"
+        " then the same with --models lenet5 --budgets 2.25",
         "ddpg-channel",
     ),
     "coarse to fine, a third of the episodes layer-wise": (
@@ -103,7 +105,8 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "coarse to fine, 15% of the episodes layer-wise": (
         "docs/benchmark/coarse_share_0.15/results.jsonl",
-        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini lenet5"
+        f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15"
+        " --models resnet_mini lenet5"
         " --out docs/benchmark/coarse_share_0.15, then the same with --models resnet_mini --seeds 5",
         "ddpg-channel",
     ),
@@ -119,7 +122,11 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/observation_v2",
         "ddpg-channel",
     ),
-    "layer-wise DDPG (default)": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5", "ddpg-layer"),
+    "layer-wise DDPG (default)": (
+        "docs/benchmark/results.jsonl",
+        "python scripts/benchmark.py --seeds 5",
+        "ddpg-layer",
+    ),
     "objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "ddpg-channel"),
     "layer-wise DDPG, objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "ddpg-layer"),
     "random search, objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "random"),
@@ -303,7 +310,8 @@ def variant_table(variants: dict[str, tuple[str, str, str]], root: Path) -> str:
     keys = sorted({(r["model"], r["budget"]) for r in first_rows if r["method"] == first_method})
     lines = ["| model | budget | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
     for model, budget in keys:
-        lines.append(f"| {model} | {budget} | " + " | ".join(cell(rows, model, budget, m) for rows, m in loaded.values()) + " |")
+        cells = [cell(rows, model, budget, method) for rows, method in loaded.values()]
+        lines.append(f"| {model} | {budget} | " + " | ".join(cells) + " |")
     lines += ["", "Commands:"] + [f"- {name}: `{command}`" for name, (_, command, _) in variants.items()]
     return "\n".join(lines)
 
@@ -316,7 +324,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     main_rows = load_rows(root / VARIANTS["random search, level"][0])
     best_lines = ["", "Best deterministic baseline on validation, test accuracy:", ""]
     for model, budget in sorted({(r["model"], r["budget"]) for r in main_rows}):
-        here = [r for r in main_rows if (r["model"], r["budget"]) == (model, budget) and r["method"] in DETERMINISTIC_METHODS]
+        here = [
+            r
+            for r in main_rows
+            if (r["model"], r["budget"]) == (model, budget) and r["method"] in DETERMINISTIC_METHODS
+        ]
         best = max(here, key=lambda r: r["val_accuracy"])
         best_lines.append(f"- {model} {budget}: {100 * best['test_accuracy']:.2f} ({best['method']})")
     text = "\n".join([agents, *best_lines, "", variant_table(FINE_TUNE_VARIANTS, root)])
