@@ -100,6 +100,17 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def save_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write `rows` to `path` (one JSON object per line, as `load_rows` reads them), replacing what it held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces this run of `script` (written beside its table): its arguments, or sys.argv's."""
+    return " ".join([f"python scripts/{script}", *(sys.argv[1:] if argv is None else argv)])
+
+
 def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list[dict[str, Any]]:
     """Run every missing (model, budget, method, seed) and return all rows."""
     config.out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     config.episodes = args.episodes or config.episodes
     config.out = args.out or config.out
     config.markdown = args.markdown or (config.out / "BENCHMARKS.md" if args.out else config.markdown)
-    config.command = " ".join(["python scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    config.command = command_line("benchmark.py", argv)
     rows = run_benchmark(config, cache_dir=args.cache_dir)
     images = plot(rows, summarise(rows), config.out)
     write_section(config.markdown, markdown(rows, config, images))

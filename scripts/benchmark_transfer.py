@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchmark import load_rows, write_section
+from benchmark import command_line, load_rows, write_section
 
 from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
@@ -215,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new
-    command = " ".join(["python scripts/benchmark_transfer.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmark_transfer.py", argv)
     section = table(rows, load_rows(args.reference or args.out / "results.jsonl"), command, source)
     write_section(markdown, section, name=args.section, title="Policy transfer")
     print(section)

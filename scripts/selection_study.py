@@ -16,10 +16,8 @@ split only judges the rules here; no search uses it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from benchmark import STOCHASTIC_METHODS, BenchmarkConfig, run_one
+from benchmark import STOCHASTIC_METHODS, BenchmarkConfig, command_line, run_one, save_rows
 from cwhawq.evaluation import Evaluation
 from cwhawq.evaluation_memo import assignment_key
 from cwhawq.problem import Assignment, QuantProblem, build_problem
@@ -138,10 +136,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = study(args.models, args.budgets, args.methods, range(args.seeds), args.episodes, args.cache_dir)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    command = " ".join(["python scripts/selection_study.py", *(sys.argv[1:] if argv is None else argv)])
-    print(markdown(rows, command))
+    save_rows(args.out, rows)
+    print(markdown(rows, command_line("selection_study.py", argv)))
     return rows
 
 

@@ -21,15 +21,14 @@ The test split only judges the rules here; they are compared on validation.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from benchmark import command_line, save_rows
 from benchmark_transfer import source_dir
 from sklearn.linear_model import Ridge
 
@@ -180,10 +179,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         rows = study(args.work, args.models, args.budgets, args.seeds, args.cache_dir)
     except CwhawqError as error:
         raise SystemExit(f"error: {error}") from None
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    command = " ".join(["python scripts/zero_shot_study.py", *(sys.argv[1:] if argv is None else argv)])
-    print(markdown(rows, command))
+    save_rows(args.out, rows)
+    print(markdown(rows, command_line("zero_shot_study.py", argv)))
     return rows
 
 
