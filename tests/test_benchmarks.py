@@ -14,6 +14,7 @@ import bench_search  # noqa: E402
 import benchmark  # noqa: E402
 import benchmark_transfer  # noqa: E402
 import choose_bit_widths  # noqa: E402
+import objective_study  # noqa: E402
 import selection_study  # noqa: E402
 import zero_shot_study  # noqa: E402
 
@@ -140,3 +141,35 @@ def test_selection_rules_on_known_candidates():
     assert picked["max_val"] == 0.92  # candidate 1
     assert picked["one_se_smallest"] == 0.96  # candidates 1 and 2 are within 2.2 points; 2 is smaller
     assert picked["best_test_bound"] == 0.99 and picked["candidates"] == 4
+
+
+def test_objective_study_quick(cache_dir, tmp_path, capsys):
+    out = tmp_path / "rows.jsonl"
+    args = ["--budgets", "2.5", "--seeds", "1", "--episodes", "12", "--out", str(out), "--cache-dir", str(cache_dir)]
+    rows = objective_study.main([*args, "--methods", "random", "ddpg-channel"])
+    assert [row["method"] for row in rows] == ["random", "ddpg-channel"]
+    for row in rows:
+        assert 1 <= row["candidates"] <= 12
+        assert 0 < row["held_out_accuracy"] <= 1 and 0 < row["held_out_kl"] <= 1
+        assert row["kl_better_share"] + row["kl_worse_share"] <= 1
+    assert "| all |  |  | 2 |" in capsys.readouterr().out
+    assert objective_study.main([*args, "--methods", "random"]) == rows[:1]  # resumed, not rerun
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_objective_study_per_image_matches_the_evaluation(digits_problem):
+    assignment = digits_problem.uniform_assignment(3)
+    correct, kl = objective_study.per_image(digits_problem, [assignment])
+    evaluation = digits_problem.validate(assignment, count=False)
+    assert correct.shape == kl.shape == (1, len(digits_problem.data.val.y))
+    assert correct.mean() == pytest.approx(evaluation.accuracy)
+    assert kl.mean() == pytest.approx(evaluation.kl, rel=1e-4, abs=1e-7)
+
+
+def test_split_half_rules_on_known_candidates():
+    correct = np.array([np.ones(100), np.tile([1.0, 0.0], 50), np.ones(100)])
+    kl = np.array([np.full(100, 0.5), np.full(100, 0.1), np.full(100, np.inf)])  # the third had NaN predictions
+    result = objective_study.split_half(correct, kl, splits=20)
+    assert result["held_out_accuracy"] == 1.0  # the first candidate: most accurate on every half
+    assert result["held_out_kl"] < 0.7  # the second: lowest KL, about half right
+    assert result["kl_worse_share"] == 1.0 and result["kl_better_share"] == 0.0
