@@ -195,8 +195,9 @@ def _apply(args: argparse.Namespace) -> None:
                 "policy": {"path": str(args.policy), "trained_on": metadata["trained_on"]},
                 "zero_shot": {
                     "evaluations": len(outcomes),
-                    "val_accuracy": {
-                        name: info["val_accuracy"] for name, (info, _) in zip(ZERO_SHOT_OUTCOMES, outcomes)
+                    **{
+                        key: {name: info[key] for name, (info, _) in zip(ZERO_SHOT_OUTCOMES, outcomes)}
+                        for key in ("val_accuracy", "val_score")
                     },
                 },
             },

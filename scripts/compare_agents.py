@@ -23,6 +23,14 @@ START_AS_IS = "git checkout ca4e727 && "
 #: (change 18); transfer rows measured before that change name it.
 UNFITTED = "git checkout b4b6322 && "
 
+#: The last commit whose default objective was "accuracy" (change 22 made it "kl"); transfer rows measured before
+#: then name it, since `benchmark_transfer.py` has no objective option.
+ACCURACY_DEFAULT = "git checkout f80eb31 && "
+#: Searches with the accuracy objective: the main benchmark's stochastic rows before change 22.
+ACCURACY_COMMAND = (
+    "python scripts/benchmark.py --objective accuracy --methods random ddpg-layer ddpg-channel --seeds 5"
+    " --out docs/benchmark/objective_accuracy"
+)
 #: The searches that choose by KL divergence from the full-precision predictions (change 20).
 KL_COMMAND = (
     "python scripts/benchmark.py --objective kl --models digits_cnn lenet5 resnet_mini"
@@ -33,14 +41,14 @@ KL_COMMAND = (
 VARIANTS: dict[str, tuple[str, str, str]] = {
     "shares, no warm start (HAQ's random warm-up)": (
         "docs/benchmark/no_warm_start/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --warm-start none --action shares"
+        "python scripts/benchmark.py --objective accuracy --methods ddpg-channel --warm-start none --action shares"
         " --out docs/benchmark/no_warm_start",
         "ddpg-channel",
     ),
     "shares, warm start: greedy-channel": (
         "docs/benchmark/greedy_warm_start/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --warm-start greedy-channel --action shares"
-        " --out docs/benchmark/greedy_warm_start (the rows were measured at commit 19195df)",
+        "python scripts/benchmark.py --objective accuracy --methods ddpg-channel --warm-start greedy-channel"
+        " --action shares --out docs/benchmark/greedy_warm_start (the rows were measured at commit 19195df)",
         "ddpg-channel",
     ),
     "shares, warm start: best baseline": (
@@ -61,17 +69,18 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         " (its ddpg-channel rows, moved to docs/benchmark/start_as_is)",
         "ddpg-channel",
     ),
-    "level, best replayed start, self-imitation (default)": (
-        "docs/benchmark/results.jsonl",
-        "python scripts/benchmark.py --seeds 5",
+    "level, best replayed start, self-imitation (objective accuracy)": (
+        "docs/benchmark/objective_accuracy/results.jsonl",
+        ACCURACY_COMMAND,
         "ddpg-channel",
     ),
     "random search, shares": (
         "docs/benchmark/shares_action/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel random --action shares --out docs/benchmark/shares_action",
+        "python scripts/benchmark.py --objective accuracy --methods ddpg-channel random --action shares"
+        " --out docs/benchmark/shares_action",
         "random",
     ),
-    "random search, level": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5", "random"),
+    "random search, level": ("docs/benchmark/objective_accuracy/results.jsonl", ACCURACY_COMMAND, "random"),
     "level, 4 updates per step": (
         "docs/benchmark/updates_per_step_4/results.jsonl",
         f"{START_AS_IS}python scripts/benchmark.py --methods ddpg-channel --models resnet_mini --updates-per-step 4"
@@ -112,8 +121,8 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "coarse to fine, 15% layer-wise, replayed start": (
         "docs/benchmark/coarse_share_0.15_replayed_start/results.jsonl",
-        "python scripts/benchmark.py --methods ddpg-channel --coarse-share 0.15 --models resnet_mini --seeds 5"
-        " --out docs/benchmark/coarse_share_0.15_replayed_start",
+        "python scripts/benchmark.py --objective accuracy --methods ddpg-channel --coarse-share 0.15"
+        " --models resnet_mini --seeds 5 --out docs/benchmark/coarse_share_0.15_replayed_start",
         "ddpg-channel",
     ),
     "observation v2, start as is": (
@@ -122,9 +131,9 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/observation_v2",
         "ddpg-channel",
     ),
-    "layer-wise DDPG (default)": (
-        "docs/benchmark/results.jsonl",
-        "python scripts/benchmark.py --seeds 5",
+    "layer-wise DDPG (objective accuracy)": (
+        "docs/benchmark/objective_accuracy/results.jsonl",
+        ACCURACY_COMMAND,
         "ddpg-layer",
     ),
     "objective kl": ("docs/benchmark/objective_kl/results.jsonl", KL_COMMAND, "ddpg-channel"),
@@ -138,9 +147,10 @@ DISTILLED_COMMAND = (
     " --work runs/distilled --markdown docs/BENCHMARKS.md --section transfer-distilled"
 )
 DISTILLED_V2_COMMAND = (
-    "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets digits_cnn lenet5"
-    " resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2 --reference docs/benchmark/results.jsonl"
-    " --work runs/distilled_v2 --markdown docs/BENCHMARKS.md --section transfer-distilled"
+    f"{ACCURACY_DEFAULT}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
+    " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2"
+    " --reference docs/benchmark/results.jsonl --work runs/distilled_v2 --markdown docs/BENCHMARKS.md"
+    " --section transfer-distilled"
 )
 DISTILLED_V2_UNFITTED_COMMAND = (
     f"{UNFITTED}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
@@ -199,7 +209,7 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "level, fine-tune, replayed start, rollout or fitted to the budget (default)": (
         "docs/benchmark/transfer.jsonl",
-        "python scripts/benchmark_transfer.py",
+        f"{ACCURACY_DEFAULT}python scripts/benchmark_transfer.py",
         "policy-finetune",
     ),
     "distilled from the two other models, fine-tune, start as is": (
@@ -250,7 +260,7 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
     "level, zero-shot, replayed start, rollout or fitted to the budget (default)": (
         "docs/benchmark/transfer.jsonl",
-        "python scripts/benchmark_transfer.py",
+        f"{ACCURACY_DEFAULT}python scripts/benchmark_transfer.py",
         "policy-zero-shot",
     ),
     "distilled from the two other models, zero-shot, start as is": (
@@ -279,9 +289,9 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         " --out docs/benchmark/offset_action --reference docs/benchmark/results.jsonl",
         "policy-zero-shot",
     ),
-    "from scratch (300 evals, replayed start, default)": (
-        "docs/benchmark/results.jsonl",
-        "python scripts/benchmark.py --seeds 5",
+    "from scratch (300 evals, replayed start, objective accuracy)": (
+        "docs/benchmark/objective_accuracy/results.jsonl",
+        ACCURACY_COMMAND,
         "ddpg-channel",
     ),
 }
@@ -321,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     root = Path(__file__).resolve().parents[1]
     agents = variant_table(VARIANTS, root)
-    main_rows = load_rows(root / VARIANTS["random search, level"][0])
+    main_rows = load_rows(root / "docs/benchmark/results.jsonl")
     best_lines = ["", "Best deterministic baseline on validation, test accuracy:", ""]
     for model, budget in sorted({(r["model"], r["budget"]) for r in main_rows}):
         here = [

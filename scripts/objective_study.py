@@ -2,12 +2,12 @@
 
     python scripts/objective_study.py --models digits_cnn lenet5 resnet_mini --seeds 3
 
-Runs a stochastic method as `scripts/benchmark.py` does (same problems, settings, seeds and evaluation counts,
-the default objective) and keeps every distinct assignment it evaluated (`selection_study.evaluated_assignments`).
-Each candidate's predictions on the validation split are measured once per image. Then, for each of `SPLITS`
-random halvings of the validation split, each rule chooses a candidate on one half and is scored by that
-candidate's accuracy on the other half:
-- accuracy: the highest accuracy on the half (the first evaluated among ties), what the default objective does;
+Runs a stochastic method as `scripts/benchmark.py` does (same problems, settings, seeds and evaluation counts)
+with the "accuracy" objective, the default when this study was made, and keeps every distinct assignment it
+evaluated (`selection_study.evaluated_assignments`). Each candidate's predictions on the validation split are
+measured once per image. Then, for each of `SPLITS` random halvings of the validation split, each rule chooses a
+candidate on one half and is scored by that candidate's accuracy on the other half:
+- accuracy: the highest accuracy on the half (the first evaluated among ties), what `--objective accuracy` does;
 - kl: the lowest mean KL divergence from the full-precision predictions on the half, what `--objective kl` does.
 The held-out half plays the part of data the choice never saw, so the rule with the higher mean is the better
 default without looking at the test split. The candidates are those of a search rewarded by accuracy; a search
@@ -34,6 +34,8 @@ from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.progress import progress_bar
 from cwhawq.settings import ProblemSettings
 
+#: The objective of the searches whose candidates are studied (see the module docstring).
+SEARCH_OBJECTIVE = "accuracy"
 #: Random halvings of the validation split per run.
 SPLITS = 200
 RULES = ("accuracy", "kl")
@@ -92,7 +94,7 @@ def study(
         [job for job in jobs if job not in done], desc="objective study", unit="run"
     ):
         if built != (model, budget):
-            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir)
+            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir, objective=SEARCH_OBJECTIVE)
             problem, built = build_problem(settings, progress=False), (model, budget)
         candidates = [assignment for assignment, _ in evaluated_assignments(problem, method, seed, config)]
         correct, kl = per_image(problem, candidates)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cwhawq.evaluation import Evaluation
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings, TraceSettings
 
@@ -101,3 +102,10 @@ def interrupt_after_probe(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list
         return done
 
     return arm
+
+
+def val_score(result: dict) -> float:
+    """The validation score of a result.json's assignment under the objective its settings record."""
+    accuracy = result["accuracy"]
+    evaluation = Evaluation(accuracy["quantized_val"], accuracy["quantized_val_kl"])
+    return evaluation.score(result["settings"]["problem"]["objective"])

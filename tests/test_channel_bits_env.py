@@ -68,7 +68,7 @@ def test_budget_holds_and_is_used(env, data):
     assert problem.size_bits(info["assignment"]) == info["size_bits"]
     assert info["size_bits"] <= problem.budget.total_bits
     assert info["size_bits"] >= 0.98 * problem.budget.total_bits
-    assert reward == pytest.approx(10 * (info["val_accuracy"] - info["fp_val_accuracy"]))
+    assert reward == pytest.approx(10 * (info["val_score"] - problem.fp_score))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ def test_random_search_counts_and_budget(digits_problem):
     record = random_search(digits_problem, evaluations=6, seed=3)
     assert digits_problem.evaluations - before == 6
     assert record.episodes == 6
-    assert record.best_val_accuracy == max(h["val_accuracy"] for h in record.history)
+    best = max(record.history, key=lambda h: h["val_score"])
+    assert (record.best_val_score, record.best_val_accuracy) == (best["val_score"], best["val_accuracy"])
     digits_problem.check_assignment(record.best_assignment)
 
 

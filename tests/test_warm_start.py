@@ -18,9 +18,9 @@ def agent_and_env(digits_problem):
 
 
 def replayed_val(env, name):
-    """Validation accuracy of baseline `name`'s counts played as an episode."""
+    """Validation score of baseline `name`'s counts played as an episode, and its actions."""
     actions = env.actions_for(run_method(env.problem, name))
-    return play_actions(env, actions)[-1][4]["val_accuracy"], actions
+    return play_actions(env, actions)[-1][4]["val_score"], actions
 
 
 def test_every_baseline_is_evaluated_as_is_and_replayed(agent_and_env):
@@ -28,10 +28,11 @@ def test_every_baseline_is_evaluated_as_is_and_replayed(agent_and_env):
     outcomes = warm_start(model, env, BEST)
     n = len(DETERMINISTIC_METHODS)
     assert len(outcomes) == 2 * n
-    as_is = [env.problem.evaluate(run_method(env.problem, name), count=False) for name in DETERMINISTIC_METHODS]
-    assert [info["val_accuracy"] for info, _ in outcomes[:n]] == as_is
+    problem = env.problem
+    as_is = [problem.score(problem.validate(run_method(problem, name), count=False)) for name in DETERMINISTIC_METHODS]
+    assert [info["val_score"] for info, _ in outcomes[:n]] == as_is
     replayed = [replayed_val(env, m)[0] for m in DETERMINISTIC_METHODS]
-    assert [info["val_accuracy"] for info, _ in outcomes[n:]] == replayed
+    assert [info["val_score"] for info, _ in outcomes[n:]] == replayed
     assert model.replay_buffer.size() == n * env.n_steps  # every replay, step by step
 
 
