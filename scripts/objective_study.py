@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from benchmark import STOCHASTIC_METHODS, BenchmarkConfig, command_line, load_rows, save_rows
-from selection_study import evaluated_assignments
+from selection_study import evaluated_assignments, runs_by_cell
 
 from cwhawq.evaluation import log_probs
 from cwhawq.problem import Assignment, QuantProblem, build_problem
@@ -107,9 +106,7 @@ def study(
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:
     """Means over seeds per model, budget and method, and over every row."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        groups[(row["model"], row["budget"], row["method"])].append(row)
+    groups = runs_by_cell(rows)
     groups[("all", "", "")] = rows
     lines = [
         f"Command: `{command}`. Accuracy in % on the held-out half of validation of the candidate each rule chooses",

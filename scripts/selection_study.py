@@ -103,11 +103,17 @@ def study(
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], command: str) -> str:
-    """Means over seeds per model, budget and method."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+def runs_by_cell(rows: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The study rows of each (model, budget, method), in order of first appearance."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["model"], row["budget"], row["method"])].append(row)
+    return groups
+
+
+def markdown(rows: list[dict[str, Any]], command: str) -> str:
+    """Means over seeds per model, budget and method."""
+    groups = runs_by_cell(rows)
     lines = [
         f"Command: `{command}`. Test accuracy in %, mean over seeds, of the candidate each rule picks; the bound",
         "is the best test accuracy among the candidates (not a method); rho = Spearman correlation of validation",
