@@ -40,6 +40,9 @@ from envs.channel_bits_env import ChannelBitsEnv
 COARSE_DIR = "coarse"
 #: The coarse phase starts from the best layer-wise baseline, as the layer-wise DDPG does.
 COARSE_WARM_START = "ilp-layer"
+#: Settings whose value, in a state saved before the setting was recorded, differs from today's default: a
+#: search saved before "objective" existed chose by accuracy, not by today's "kl".
+SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {("problem", "objective"): "accuracy"}
 
 
 def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any]:
@@ -156,13 +159,15 @@ class SearchRun:
         current = json.loads(json.dumps(self.settings.to_dict()))
         fine_tune = state.get("method") == "policy-finetune"
         # The agent's settings live on in the saved agent, so they must match too, or result.json would record
-        # settings the search did not use. Keys an older state lacks were then at their (current) defaults. A
-        # fine-tune's network shape is its bundle's, not a setting of the command that resumes it.
+        # settings the search did not use. Keys an older state lacks were then at their current defaults, except
+        # those in `SETTINGS_BEFORE_RECORDED`. A fine-tune's network shape is its bundle's, not a setting of the
+        # command that resumes it.
         differing = [
             f"{part}.{key}"
             for part in ("problem", "agent")
             for key, value in current[part].items()
-            if state["settings"][part].get(key, value) != value and not (fine_tune and key == "net_arch")
+            if state["settings"][part].get(key, SETTINGS_BEFORE_RECORDED.get((part, key), value)) != value
+            and not (fine_tune and key == "net_arch")
         ]
         if differing:
             raise CwhawqError(

@@ -1,5 +1,6 @@
 """A short end-to-end search: outputs on disk, TensorBoard scalars, interruption and resume."""
 
+import dataclasses
 import json
 import zipfile
 
@@ -71,6 +72,19 @@ def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
     changed.problem.budget_bits = 3.0
     with pytest.raises(CwhawqError, match=r"other settings \(problem.budget_bits\)"):
         SearchRun(digits_problem, changed)
+
+
+def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=8)).run()
+    state = json.loads((out / "state.json").read_text())
+    del state["settings"]["problem"]["objective"]  # as saved before objectives existed, when every search used accuracy
+    (out / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CwhawqError, match=r"other settings \(problem.objective\)"):
+        SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
+    old = settings_for(out, episodes=12, resume=True)
+    old.problem.objective = "accuracy"
+    assert SearchRun(dataclasses.replace(digits_problem, objective="accuracy"), old).run()["search"]["episodes"] == 12
 
 
 def test_a_search_shorter_than_its_warm_start_warns(digits_problem, tmp_path):
