@@ -11,7 +11,7 @@ correction is spread over every layer instead of the last ones (docs/BENCHMARKS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ from envs.channel_bits_env import ChannelBitsEnv
 Step = tuple[np.ndarray, np.ndarray, float, bool, dict[str, Any]]
 #: The terminal (info, reward) of an evaluated episode or assignment.
 Outcome = tuple[dict[str, Any], float]
+#: A deterministic policy: the action for an observation.
+Act = Callable[[np.ndarray], np.ndarray]
 #: What `reuse_outcomes` returns, in order (the second only for a scalar action).
 ZERO_SHOT_OUTCOMES = ("rollout", "fitted_to_budget")
 
@@ -45,12 +47,17 @@ def outcome(steps: Sequence[Step]) -> Outcome:
     return info, reward
 
 
-def _policy_episode(model: HaqDDPG, env: ChannelBitsEnv) -> tuple[list[np.ndarray], Outcome]:
-    """One deterministic episode of the policy: its actions and terminal (info, reward)."""
+def _deterministic(model: HaqDDPG) -> Act:
+    """The agent's action without exploration noise."""
+    return lambda obs: model.predict(obs, deterministic=True)[0]
+
+
+def _policy_episode(act: Act, env: ChannelBitsEnv) -> tuple[list[np.ndarray], Outcome]:
+    """One episode of a deterministic policy: its actions and terminal (info, reward)."""
     actions = []
     obs, _ = env.reset()
     while True:
-        action, _ = model.predict(obs, deterministic=True)
+        action = act(obs)
         actions.append(np.asarray(action, dtype=np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
         if terminated or truncated:
@@ -59,7 +66,7 @@ def _policy_episode(model: HaqDDPG, env: ChannelBitsEnv) -> tuple[list[np.ndarra
 
 def rollout_with_reward(model: HaqDDPG, env: ChannelBitsEnv) -> Outcome:
     """One deterministic episode of the policy; returns its terminal (info, reward)."""
-    return _policy_episode(model, env)[1]
+    return _policy_episode(_deterministic(model), env)[1]
 
 
 def rollout(model: HaqDDPG, env: ChannelBitsEnv) -> dict[str, Any]:
@@ -73,7 +80,12 @@ def reuse_outcomes(model: HaqDDPG, env: ChannelBitsEnv) -> list[Outcome]:
     Both are evaluated on validation (two evaluations; one for the "shares" action, which has no single level to
     shift). Callers keep the better one (`best_outcome`) or hand both to a fine-tune's warm start.
     """
-    actions, played = _policy_episode(model, env)
+    return zero_shot_outcomes(_deterministic(model), env)
+
+
+def zero_shot_outcomes(act: Act, env: ChannelBitsEnv) -> list[Outcome]:
+    """`reuse_outcomes` for any deterministic policy `act`, e.g. a rule that is not an agent."""
+    actions, played = _policy_episode(act, env)
     if env.action == "shares":
         return [played]
     return [played, outcome(play_actions(env, env.fit_to_budget(actions)))]

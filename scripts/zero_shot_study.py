@@ -33,7 +33,7 @@ from benchmark_transfer import source_dir
 from sklearn.linear_model import Ridge
 
 from agents.distill import distill_policy, load_source_run
-from agents.rollout import outcome, play_actions
+from agents.rollout import best_outcome, play_actions, zero_shot_outcomes
 from cwhawq.baselines import run_method
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
@@ -89,13 +89,8 @@ def rules(
 def zero_shot(env: ChannelBitsEnv, rule: Rule) -> tuple[float, float]:
     """Validation and test accuracy of the rule's episode on `env`, as played or fitted to the budget (the better
     on validation)."""
-    obs, _ = env.reset()
-    actions = []
-    for _ in range(env.n_steps):
-        actions.append(np.array([np.clip(rule(obs), -1.0, 1.0)], dtype=np.float32))
-        obs, *_ = env.step(actions[-1])
-    candidates = [outcome(play_actions(env, actions)), outcome(play_actions(env, env.fit_to_budget(actions)))]
-    info = max(candidates, key=lambda candidate: candidate[0]["val_score"])[0]
+    outcomes = zero_shot_outcomes(lambda obs: np.array([np.clip(rule(obs), -1.0, 1.0)], dtype=np.float32), env)
+    info = best_outcome(outcomes)[0]
     return info["val_accuracy"], env.problem.evaluate(info["assignment"], "test", count=False)
 
 
