@@ -36,7 +36,7 @@ from agents.search import SearchRun
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.progress import progress_bar
 from cwhawq.result import build_result
-from cwhawq.settings import AgentSettings, ProblemSettings, SearchSettings
+from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv
 from envs.observation import OBSERVATION_VERSIONS
 
@@ -49,7 +49,7 @@ def source_policy(
     """Train (or reuse) the source model's policy for one budget and seed in `run_dir`; return its bundle path."""
     if not (run_dir / "result.json").is_file():
         settings = SearchSettings(
-            problem=ProblemSettings(model=model, budget_bits=budget),
+            problem=ProblemSettings(model=model, budget_bits=budget, objective=source.objective),
             agent=agent,
             episodes=episodes,
             seed=seed,
@@ -81,8 +81,10 @@ def transfer_rows(
     rows.append(("policy-zero-shot", zero_shot, len(outcomes), time.perf_counter() - start))
     start = time.perf_counter()
     run_dir = work / "runs" / f"{model}_{budget}_s{seed}"
-    settings = SearchSettings(problem=ProblemSettings(model=model, budget_bits=budget), agent=agent,
-                              episodes=episodes, seed=seed, out=str(run_dir), progress=False)  # fmt: skip
+    problem = ProblemSettings(model=model, budget_bits=budget, objective=target.objective)
+    settings = SearchSettings(
+        problem=problem, agent=agent, episodes=episodes, seed=seed, out=str(run_dir), progress=False
+    )
     result = SearchRun(target, settings, start_from=policy).run()
     fine_tuned = {layer["name"]: layer["bits"] for layer in result["layers"]}
     rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
@@ -170,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
     )
     parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
+    parser.add_argument(
+        "--objective", default=ProblemSettings.objective, choices=OBJECTIVES, help="what searches maximise on val"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     agent = AgentSettings(action=args.action, observation=args.observation)
@@ -187,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     def problem(model: str, budget: float) -> QuantProblem:
         if (model, budget) not in problems:
-            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=args.cache_dir)
+            settings = ProblemSettings(
+                model=model, budget_bits=budget, cache_dir=args.cache_dir, objective=args.objective
+            )
             problems[(model, budget)] = build_problem(settings, progress=False)
         return problems[(model, budget)]
 

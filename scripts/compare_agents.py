@@ -159,6 +159,12 @@ DISTILLED_V2_KL_COMMAND = (
     " resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2 --reference docs/benchmark/results.jsonl"
     " --work runs/distilled_v2_kl --markdown docs/BENCHMARKS.md --section transfer-distilled"
 )
+DISTILLED_5_MODELS_COMMAND = (
+    "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini mlp1d cnn1d --targets"
+    " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_5models"
+    " --reference docs/benchmark/results.jsonl --work runs/distilled_5models --markdown docs/BENCHMARKS.md"
+    " --section transfer-distilled-5models"
+)
 DISTILLED_V2_UNFITTED_COMMAND = (
     f"{UNFITTED}python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets"
     " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2"
@@ -249,6 +255,11 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         DISTILLED_V2_KL_COMMAND,
         "policy-finetune",
     ),
+    "distilled from four models (mlp1d, cnn1d added), fine-tune": (
+        "docs/benchmark/transfer_distilled_5models/transfer.jsonl",
+        DISTILLED_5_MODELS_COMMAND,
+        "policy-finetune",
+    ),
     "offset from the greedy, fine-tune": (
         "docs/benchmark/offset_action/transfer.jsonl",
         "git checkout e623969 && python scripts/benchmark_transfer.py --action offset"
@@ -308,6 +319,11 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
     "distilled, observation v2, zero-shot, objective kl (default)": (
         "docs/benchmark/transfer_distilled_v2/transfer.jsonl",
         DISTILLED_V2_KL_COMMAND,
+        "policy-zero-shot",
+    ),
+    "distilled from four models (mlp1d, cnn1d added), zero-shot": (
+        "docs/benchmark/transfer_distilled_5models/transfer.jsonl",
+        DISTILLED_5_MODELS_COMMAND,
         "policy-zero-shot",
     ),
     "offset from the greedy, zero-shot": (

@@ -1,6 +1,7 @@
 """Which zero-shot rule, learned from other models' searches, transfers best? A leave-one-model-out study.
 
     python scripts/zero_shot_study.py      # after the distilled transfer benchmark (its --work holds the sources)
+    python scripts/zero_shot_study.py --work runs/distilled_5models --extra-sources mlp1d cnn1d   # more sources
 
 The distilled transfer benchmark (`scripts/benchmark_transfer.py --distill-from ... --observation v2`) leaves
 the channel-wise searches of every model, budget and seed in `WORK/sources`. For each target model, this study
@@ -8,7 +9,7 @@ learns a per-layer level action from the best assignments of the other models' s
 same (observation, action) pairs that `agents.distill` regresses on) with several rules, plays each rule's
 deterministic episode on the target at each budget (zero-shot as `cwhawq apply` does it: as played and fitted to
 the budget, the better on validation) and reports validation and test accuracy beside uniform and the channel
-greedy:
+greedy. Models given with `--extra-sources` are learned from for every target and are never targets themselves.
 - hint: the level the channel greedy gives the layer (an observation v2 feature), learned from nothing: the
   greedy's counts replayed in trace order (its mean level where a layer mixes more than two widths);
 - ridge A / residual A: ridge regression (penalty A) of the level, or of its offset from the hint, on the
@@ -38,7 +39,7 @@ from cwhawq.baselines import run_method
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.progress import progress_bar
-from cwhawq.settings import AgentSettings, ProblemSettings
+from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings
 from envs.channel_bits_env import ChannelBitsEnv
 from envs.observation import static_feature_names
 
@@ -106,14 +107,22 @@ def baseline_rows(problem: QuantProblem, target: str, budget: float) -> list[dic
 
 
 def study(
-    work: Path, models: Sequence[str], budgets: Sequence[float], seeds: int = 3, cache_dir: str | None = None
+    work: Path,
+    models: Sequence[str],
+    budgets: Sequence[float],
+    seeds: int = 3,
+    cache_dir: str | None = None,
+    extra_sources: Sequence[str] = (),
+    objective: str = ProblemSettings.objective,
 ) -> list[dict[str, Any]]:
-    """One row per target, budget and rule (baselines included), from the searches of seeds 0..`seeds`-1."""
+    """One row per target, budget and rule (baselines included), each rule learned from the searches (seeds
+    0..`seeds`-1) of the other `models` and of `extra_sources`."""
     rows = []
     for target in progress_bar(models, desc="zero-shot study", unit="target"):
-        learned = rules(work, [model for model in models if model != target], budgets, seeds, cache_dir)
+        sources = [model for model in models if model != target] + list(extra_sources)
+        learned = rules(work, sources, budgets, seeds, cache_dir)
         for budget in budgets:
-            settings = ProblemSettings(model=target, budget_bits=budget, cache_dir=cache_dir)
+            settings = ProblemSettings(model=target, budget_bits=budget, cache_dir=cache_dir, objective=objective)
             problem = build_problem(settings, progress=False)
             env = ChannelBitsEnv.for_agent(problem, AGENT)
             rows += baseline_rows(problem, target, budget)
@@ -155,13 +164,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["digits_cnn", "lenet5", "resnet_mini"])
     parser.add_argument("--budgets", nargs="+", type=float, default=[2.25, 2.5, 3.0])
-    parser.add_argument("--work", type=Path, default=Path("runs/distilled_v2"), help="the transfer benchmark's --work")
+    parser.add_argument("--extra-sources", nargs="+", default=[], help="models only learned from, never targets")
+    parser.add_argument(
+        "--work", type=Path, default=Path("runs/distilled_v2_kl"), help="the distilled transfer benchmark's --work"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="source searches per model and budget (seeds 0..N-1)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmark/zero_shot_study.jsonl"), help="raw rows")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
+    parser.add_argument(
+        "--objective", default=ProblemSettings.objective, choices=OBJECTIVES, help="the sources' search objective"
+    )
     args = parser.parse_args(argv)
     missing = [
-        m for m in args.models for b in args.budgets for s in range(args.seeds)
+        m for m in args.models + args.extra_sources for b in args.budgets for s in range(args.seeds)
         if not (source_dir(args.work, m, b, s) / "result.json").is_file()
     ]  # fmt: skip
     if missing:
@@ -171,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         )
     torch.set_num_threads(1)
     try:
-        rows = study(args.work, args.models, args.budgets, args.seeds, args.cache_dir)
+        rows = study(
+            args.work, args.models, args.budgets, args.seeds, args.cache_dir, args.extra_sources, args.objective
+        )
     except CwhawqError as error:
         raise SystemExit(f"error: {error}") from None
     save_rows(args.out, rows)

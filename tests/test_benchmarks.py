@@ -72,7 +72,7 @@ def test_quick_transfer(quick_benchmark, cache_dir):
 def quick_distilled(cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("distilled")
     argv = ["--quick", "--distill-from", "mlp1d", "digits_cnn", "--targets", "digits_cnn", "--out", str(out),
-            "--cache-dir", str(cache_dir)]  # fmt: skip
+            "--cache-dir", str(cache_dir), "--objective", "accuracy"]  # fmt: skip
     return out, benchmark_transfer.main(argv)
 
 
@@ -83,12 +83,15 @@ def test_quick_distilled_transfer(quick_distilled):
     trained_on = read_metadata(out / "work" / "distilled" / "digits_cnn_s0" / "policy.zip")["trained_on"]
     assert [source["model"] for source in trained_on["distilled_from"]] == ["mlp1d"]  # the target is left out
     assert "mlp1d, digits_cnn, the target left out" in (out / "BENCHMARKS.md").read_text()
+    for run in [out / "work" / "sources" / "mlp1d_2.5_s0", out / "work" / "runs" / "digits_cnn_2.5_s0"]:
+        recorded = json.loads((run / "result.json").read_text())["settings"]["problem"]["objective"]
+        assert recorded == "accuracy", run  # --objective reaches the source searches and the fine-tune
 
 
 def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
     out, _ = quick_distilled
     argv = ["--models", "mlp1d", "digits_cnn", "--budgets", "2.5", "--seeds", "1", "--work", str(out / "work"),
-            "--out", str(out / "study.jsonl"), "--cache-dir", str(cache_dir)]  # fmt: skip
+            "--out", str(out / "study.jsonl"), "--cache-dir", str(cache_dir), "--objective", "accuracy"]  # fmt: skip
     rows = zero_shot_study.main(argv)
     rules = ["uniform", "greedy-channel", "hint", "ridge 1", "residual 1", "ridge 10", "residual 10",
              *(f"distilled seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS)), "distilled mean"]  # fmt: skip
@@ -99,6 +102,21 @@ def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
     assert "| hint | " in table and table.count("/2 |") == len(rules) - 2
     with pytest.raises(SystemExit, match="no searches of lenet5"):
         zero_shot_study.main(["--models", "lenet5", "--work", str(out / "work")])
+    with pytest.raises(SystemExit, match="no searches of cnn1d"):
+        zero_shot_study.main(["--models", "digits_cnn", "--extra-sources", "cnn1d", "--budgets", "2.5", "--seeds", "1",
+                              "--work", str(out / "work")])  # fmt: skip
+
+
+def test_zero_shot_study_extra_sources_are_not_targets(quick_distilled, cache_dir):
+    out, _ = quick_distilled
+    argv = ["--models", "digits_cnn", "--extra-sources", "mlp1d", "--budgets", "2.5", "--seeds", "1",
+            "--work", str(out / "work"), "--out", str(out / "extra.jsonl"), "--cache-dir", str(cache_dir),
+            "--objective", "accuracy"]  # fmt: skip
+    rows = zero_shot_study.main(argv)
+    assert {row["target"] for row in rows} == {"digits_cnn"}
+    # learned from mlp1d alone, the same rules as the two-model study's digits_cnn rows (mlp1d the other model)
+    two_models = [json.loads(line) for line in (out / "study.jsonl").read_text().splitlines()]
+    assert rows == [row for row in two_models if row["target"] == "digits_cnn"]
 
 
 def test_bench_search_quick(cache_dir, capsys):
