@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cwhawq.cache import hash_tensor
 from cwhawq.errors import CwhawqError
@@ -93,7 +94,9 @@ def channel_traces(
     try:
         for w in weights:
             w.requires_grad_(True)
-        with torch.enable_grad():  # also when called under torch.no_grad()
+        # enable_grad: also when called under torch.no_grad(); the math attention kernel: the fused ones have no
+        # double backward, which every Hessian-vector product of an attention model needs
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             grads = _weighted_loss_gradients(model, weights, batches, loss_fn)
         samples = _probe(
             grads, weights, names, out_channels, sizes, max_probes, tol, seed, per_channel, progress, partial_file

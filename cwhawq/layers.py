@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -149,3 +149,15 @@ def _describe(
         input_size=input_size,
         pinned_bits=_pinned_bits(name, pin),
     )
+
+
+def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, int]:
+    """Every weight tensor (2+ dims) of `model` that is not the weight of one of `layers`, with its size: what
+    stays FP32 outside the budget (recurrent and transposed-convolution weights, embeddings, attention input
+    projections, quantizable layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
+    quantized = {id(model.get_submodule(layer.name).weight) for layer in layers}
+    return {
+        name: param.numel()
+        for name, param in model.named_parameters()
+        if param.dim() >= 2 and id(param) not in quantized
+    }

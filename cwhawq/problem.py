@@ -26,7 +26,7 @@ from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import Evaluation, accuracy, evaluate, log_probs
 from cwhawq.evaluation_memo import EvaluationMemo
 from cwhawq.hessian import ChannelTraces, cached_channel_traces
-from cwhawq.layers import LayerInfo, discover_layers
+from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
 from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model
 from cwhawq.quantizer import WeightQuantizer
 from cwhawq.settings import OBJECTIVES, ProblemSettings
@@ -195,6 +195,15 @@ def prepare_problem(
     layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
     budget = _budget(settings, layers)
     budget.check(layers, bit_widths)
+    left_fp32 = unquantized_weights(model, layers)
+    if left_fp32:
+        listed = ", ".join(list(left_fp32)[:3]) + (", ..." if len(left_fp32) > 3 else "")
+        warnings.warn(
+            f"{len(left_fp32)} weight tensor(s) ({sum(left_fp32.values()):,} values: {listed}) are not in a Conv1d, "
+            "Conv2d or Linear layer that runs, so they stay FP32 outside the budget; result.json reports their size "
+            "(totals.unquantized_fp32_bytes)",
+            stacklevel=2,
+        )
     trace_batches = batches(data.train, settings.traces.batch_size, settings.traces.num_batches)
     traces = cached_channel_traces(
         model,

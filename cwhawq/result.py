@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from cwhawq.cost import SCALE_BITS, fp32_bits, scale_overhead_bits
+from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
+from cwhawq.layers import unquantized_weights
 from cwhawq.problem import Assignment, QuantProblem
 
 RESULT_VERSION = 1
@@ -42,6 +43,7 @@ def build_result(
         )
     data = problem.data
     validation = problem.validate(assignment, count=False)
+    left_fp32 = sum(unquantized_weights(problem.model, problem.layers).values())
     return {
         "version": RESULT_VERSION,
         "method": method,
@@ -60,6 +62,8 @@ def build_result(
             "compression_vs_fp32": fp32_bits(problem.layers) / size,
             "budget_bits": problem.budget.total_bits,
             "budget_used": size / problem.budget.total_bits,
+            "unquantized_weights": left_fp32,
+            "unquantized_fp32_bytes": FP32_BITS * left_fp32 / 8,
         },
         "accuracy": {
             "fp32_val": problem.fp_val_accuracy,
@@ -91,7 +95,9 @@ def format_summary(result: Mapping[str, Any], max_layers: int = 30) -> str:
         "",
         f"method {result['method']}: {totals['avg_bits']:.3f} average bits, "
         f"{totals['weight_bytes'] / 1e3:.1f} kB weights (+{totals['scale_overhead_bytes'] / 1e3:.1f} kB scales) "
-        f"vs {totals['fp32_bytes'] / 1e3:.1f} kB FP32 ({totals['compression_vs_fp32']:.1f}x)",
+        f"vs {totals['fp32_bytes'] / 1e3:.1f} kB FP32 ({totals['compression_vs_fp32']:.1f}x)"
+        + (f"; {totals['unquantized_fp32_bytes'] / 1e3:.1f} kB of other weights kept FP32"
+           if totals.get("unquantized_fp32_bytes") else ""),
         f"accuracy  val: FP32 {acc['fp32_val']:.2%} -> quantized {acc['quantized_val']:.2%}   "
         f"test: FP32 {acc['fp32_test']:.2%} -> quantized {acc['quantized_test']:.2%}",
     ]

@@ -34,6 +34,8 @@ def test_search_end_to_end(capsys, tmp_path, common):
     assert result["settings"]["episodes"] == 14
     assert result["settings"]["agent"]["imitate_best"] is True
     assert result["totals"]["avg_bits"] <= 2.5
+    assert result["totals"]["unquantized_weights"] == 0  # every weight of the default CNN is quantized
+    assert "kept FP32" not in stdout
 
 
 def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):
@@ -209,3 +211,19 @@ def test_baseline_command(capsys, tmp_path, common, method):
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == method
     assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
+
+
+@pytest.mark.parametrize(
+    ("model", "left_fp32"),
+    [("digits_transformer", 3 * 16 * 16 + 16 * 16), ("digits_lstm", 4 * 16 * 8 + 4 * 16 * 16)],
+)
+def test_attention_and_recurrent_models_run_and_report_what_stays_fp32(capsys, tmp_path, common, model, left_fp32):
+    out = tmp_path / model
+    args = ["--model", f"tests.toy_models:{model}", "--dataset", "digits", "--method", "greedy-channel"]
+    with pytest.warns(UserWarning, match=r"stay FP32 outside the budget"):
+        status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
+    assert status == 0, stderr
+    totals = json.loads((out / "result.json").read_text())["totals"]
+    assert totals["unquantized_weights"] == left_fp32
+    assert totals["unquantized_fp32_bytes"] == 4 * left_fp32
+    assert f"{4 * left_fp32 / 1e3:.1f} kB of other weights kept FP32" in stdout

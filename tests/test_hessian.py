@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from cwhawq import hessian
 from cwhawq.errors import CwhawqError
 from cwhawq.hessian import ChannelTraces, cached_channel_traces, channel_traces
-from cwhawq.layers import LayerInfo
+from cwhawq.layers import LayerInfo, discover_layers
+from tests.toy_models import DigitsTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -422,3 +423,14 @@ def test_bench_traces_quick_prints_the_ratio(capsys):
     assert "| ratio |" in out and "| digits_cnn |" in out
     assert results["digits_cnn"]["ratio"] > 0
     assert f"{results['digits_cnn']['ratio']:.3f}" in out
+
+
+def test_attention_model_traces_are_finite():
+    # Fused attention kernels have no double backward; traces build the graph with the math kernel instead.
+    torch.manual_seed(0)
+    model = DigitsTransformer().eval()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    layers = discover_layers(model, x)
+    result = channel_traces(model, layers, [(x, y)], max_probes=3, progress=False)
+    assert set(result.traces) == {"embed", "encoder.linear1", "encoder.linear2", "head"}
+    assert all(np.isfinite(values).all() for values in result.traces.values())

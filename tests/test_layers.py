@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cwhawq.errors import CwhawqError
-from cwhawq.layers import LayerInfo, discover_layers
+from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
+from tests.toy_models import DigitsLSTM, DigitsTransformer
 
 
 class Toy(nn.Module):
@@ -198,3 +199,24 @@ def test_torchvision_mobilenet_v2() -> None:
     assert layers[0].name == "features.0.0" and layers[0].pinned_bits == 8
     assert all(layer.pinned_bits is None for layer in layers[1:])
     assert layers[-1].name == "classifier.1"
+
+
+def test_transformer_feed_forward_layers_are_found_in_eval_mode() -> None:
+    # PyTorch's fused encoder path (eval, no grad) calls no Linear, but it is not taken while hooks are attached
+    model = DigitsTransformer().eval()
+    names = [layer.name for layer in discover_layers(model, torch.randn(1, 1, 8, 8))]
+    assert names == ["embed", "encoder.linear1", "encoder.linear2", "head"]
+
+
+def test_unquantized_weights_lists_what_stays_fp32() -> None:
+    model = DigitsTransformer()
+    left = unquantized_weights(model, discover_layers(model, torch.randn(1, 1, 8, 8)))
+    # attention projections are used through their weights, not as Linear calls; biases and norms are not listed
+    assert left == {"encoder.self_attn.in_proj_weight": 3 * 16 * 16, "encoder.self_attn.out_proj.weight": 16 * 16}
+    lstm = DigitsLSTM()
+    assert unquantized_weights(lstm, discover_layers(lstm, torch.randn(1, 1, 8, 8))) == {
+        "lstm.weight_ih_l0": 4 * 16 * 8,
+        "lstm.weight_hh_l0": 4 * 16 * 16,
+    }
+    toy = Toy()
+    assert unquantized_weights(toy, discover_layers(toy, torch.randn(1, 4, 6, 6))) == {"unused.weight": 9}

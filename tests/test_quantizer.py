@@ -9,9 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from cwhawq.data import Split
 from cwhawq.errors import CwhawqError
-from cwhawq.layers import LayerInfo
+from cwhawq.evaluation import log_probs
+from cwhawq.layers import LayerInfo, discover_layers
 from cwhawq.quantizer import WeightQuantizer, quantize_per_channel
+from tests.toy_models import DigitsTransformer
 
 # Realistic weight magnitudes plus exact zeros; subnormal channel maxima are out of scope (their scale underflows).
 values = st.one_of(
@@ -309,3 +312,23 @@ def test_apply_does_not_track_gradients() -> None:
     WeightQuantizer(model, layers).apply(random_assignment(layers, seed=0))
     assert model.conv1.weight.requires_grad and model.conv1.weight.grad_fn is None
     assert model.conv1.weight.is_leaf
+
+
+def test_fused_attention_path_sees_the_quantized_weights() -> None:
+    # Without hooks, a TransformerEncoderLayer in eval mode runs one fused kernel that reads the Linear weights
+    # directly; the quantizer writes them in place, so the fused and the per-module paths must agree.
+    torch.manual_seed(0)
+    model = DigitsTransformer().eval()
+    split = Split(torch.randn(32, 1, 8, 8), torch.zeros(32, dtype=torch.int64))
+    layers = discover_layers(model, split.x)
+    quantizer = WeightQuantizer(model, layers)
+    full = log_probs(model, split)
+    with quantizer.quantized({layer.name: np.full(layer.out_channels, 2) for layer in layers}):
+        fused = log_probs(model, split)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            per_module = log_probs(model, split)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    assert torch.allclose(fused, per_module, atol=1e-5)
+    assert not torch.allclose(fused, full, atol=1e-3)

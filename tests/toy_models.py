@@ -11,3 +11,38 @@ def no_layers() -> nn.Module:
 def digits_mlp() -> nn.Module:
     """An MLP for 1x8x8 digits: another architecture than the default CNN (random weights)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+class DigitsTransformer(nn.Module):
+    """1x8x8 digits as 8 tokens of 8 pixels, one TransformerEncoderLayer, mean over tokens, linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.encoder = nn.TransformerEncoderLayer(16, nhead=2, dim_feedforward=32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x.reshape(x.shape[0], 8, 8))).mean(dim=1))
+
+
+def digits_transformer() -> nn.Module:
+    """An attention model for digits (random weights): attention projections are not Linear calls."""
+    return DigitsTransformer()
+
+
+class DigitsLSTM(nn.Module):
+    """1x8x8 digits as 8 steps of 8 pixels through an LSTM, then a linear head: weights outside Conv/Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.lstm(x.reshape(x.shape[0], 8, 8))[0][:, -1])
+
+
+def digits_lstm() -> nn.Module:
+    """A recurrent model for digits (random weights) whose LSTM weights stay FP32."""
+    return DigitsLSTM()
