@@ -254,17 +254,22 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
                 )
         lines.append("")
         lines += [f"Evaluations the channel-wise DDPG needs to reach random search's best {score} "
-                  "(per seed; '-' = never):", ""]  # fmt: skip
+                  "(per seed; '-' = never), and the evaluation at which each run found its own best:", ""]  # fmt: skip
         for budget in budgets:
-            pairs = []
+            pairs, own_best = [], {"ddpg-channel": [], "random": []}
             for seed in config.seeds:
                 agent = [r for r in rows if _key(r) == (model, budget, "ddpg-channel", seed)]
                 rand = [r for r in rows if _key(r) == (model, budget, "random", seed)]
                 if agent and rand:
                     reached = evaluations_to_reach(agent[0]["curve"], max(rand[0]["curve"]))
                     pairs.append(f"{reached or '-'} of {len(agent[0]['curve'])}")
+                    for method, run in (("ddpg-channel", agent[0]), ("random", rand[0])):
+                        own_best[method].append(str(evaluations_to_reach(run["curve"], max(run["curve"]))))
             if pairs:
-                lines.append(f"- {budget} bits: {', '.join(pairs)}")
+                lines.append(
+                    f"- {budget} bits: {', '.join(pairs)}; own best at {', '.join(own_best['ddpg-channel'])} "
+                    f"(random search: {', '.join(own_best['random'])})"
+                )
         lines.append("")
     for image in images:
         lines.append(f"![{image.stem}]({image.relative_to(config.markdown.parent)})")

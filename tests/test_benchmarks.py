@@ -1,6 +1,7 @@
 """Fast smoke versions of the benchmark scripts (the full runs are the scripts themselves)."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
     assert [line.split(" | ")[1] for line in table] == ALL_METHODS
     assert all(line.count("|") == 9 and line.rstrip().endswith("| yes |") for line in table)
     assert "![digits_cnn](digits_cnn.png)" in text and (out / "digits_cnn.png").stat().st_size > 0
+    # per seed: evaluations to random search's best, and where each run found its own best
+    assert re.search(r"^- 2\.5 bits: (\d+|-) of 15, (\d+|-) of 15; own best at \d+, \d+ \(random search: \d+, \d+\)$",
+                     text, flags=re.M)
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
 
 
