@@ -49,7 +49,8 @@ class HaqDDPG(DDPG):
     stable-baselines3 gives both optimizers one learning rate; this scales the actor's after every update of
     the schedule. With `explore_from_policy`, warm-up episodes (before learning starts) act with the policy plus
     noise instead of uniform random actions: used after a warm start, so that warm-up explores around it. A
-    `warmup_random_share` of the warm-up episodes still samples uniformly (0 by default; see docs/BENCHMARKS.md).
+    `warmup_random_share` of the warm-up episodes still samples uniformly (0 by default; see docs/BENCHMARKS.md), and
+    so does a `random_share` of the episodes after warm-up (global exploration beside the noise around the policy).
     Each update makes `updates_per_step` gradient steps per environment step collected since the last one.
     """
 
@@ -59,6 +60,7 @@ class HaqDDPG(DDPG):
         actor_lr_ratio: float = 0.1,
         explore_from_policy: bool = False,
         warmup_random_share: float = 0.0,
+        random_share: float = 0.0,
         updates_per_step: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -66,16 +68,21 @@ class HaqDDPG(DDPG):
         self.updates_per_step = updates_per_step
         self.explore_from_policy = explore_from_policy
         self.warmup_random_share = warmup_random_share
+        self.random_share = random_share
         super().__init__(*args, **kwargs)
 
-    def _random_episode(self) -> bool:
-        """Whether the current warm-up episode samples uniformly: `warmup_random_share` of them, evenly spread."""
-        episode, share = self._episode_num, self.warmup_random_share
+    def _random_episode(self, share: float) -> bool:
+        """Whether the current episode samples uniformly, for a `share` of the episodes evenly spread."""
+        episode = self._episode_num
         return int((episode + 1) * share) > int(episode * share)
 
     def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1) -> Any:
-        if self.explore_from_policy and not self._random_episode():
-            learning_starts = 0
+        # stable-baselines3 samples uniformly while num_timesteps < learning_starts, so moving that bound decides
+        if self.num_timesteps < learning_starts:
+            if self.explore_from_policy and not self._random_episode(self.warmup_random_share):
+                learning_starts = 0
+        elif self._random_episode(self.random_share):
+            learning_starts = self.num_timesteps + 1
         return super()._sample_action(learning_starts, action_noise, n_envs)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
@@ -106,6 +113,7 @@ def make_agent(
         learning_rate=settings.critic_lr,
         actor_lr_ratio=settings.actor_lr / settings.critic_lr,
         warmup_random_share=settings.warmup_random_share,
+        random_share=settings.random_share,
         buffer_size=settings.buffer_size,
         learning_starts=settings.warmup_episodes * steps_per_episode,
         batch_size=settings.batch_size,

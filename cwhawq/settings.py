@@ -29,7 +29,8 @@ class AgentSettings:
     `warm_start` names a baseline (`cwhawq.baselines`) whose solution starts the search, or "best": every
     deterministic baseline is evaluated as it is and replayed in the environment, and the best replay on validation
     starts it (agents/warm_start.py); None keeps HAQ's uniform random warm-up. After a warm start, warm-up episodes
-    explore around it, except a `warmup_random_share` of them, which sample uniformly. `action` is the
+    explore around it, except a `warmup_random_share` of them, which sample uniformly, as does a `random_share` of
+    the later episodes. `action` is the
     channel-granularity action parameterisation of the environment: "level" (one scalar per layer) or "shares"
     (one share per bit-width); see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
     `observation` is the environment's observation version (`envs.observation.OBSERVATION_VERSIONS`): "v2" adds the
@@ -52,6 +53,7 @@ class AgentSettings:
     net_arch: tuple[int, ...] = (300, 300)
     warm_start: str | None = "best"
     warmup_random_share: float = 0.0
+    random_share: float = 0.0
     action: str = "level"
     observation: str = "v1"
     updates_per_step: int = 1

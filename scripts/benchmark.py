@@ -313,6 +313,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="share of warm-up episodes with uniform random actions after a warm start",
     )
     parser.add_argument(
+        "--random-share",
+        type=float,
+        default=AgentSettings.random_share,
+        help="share of the episodes after warm-up with uniform random actions",
+    )
+    parser.add_argument(
         "--updates-per-step",
         type=int,
         default=AgentSettings.updates_per_step,
@@ -349,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
         warmup_random_share=args.warmup_random_share,
+        random_share=args.random_share,
         updates_per_step=args.updates_per_step,
         imitate_best=args.imitate_best,
         coarse_share=args.coarse_share,

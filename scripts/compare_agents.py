@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark import DETERMINISTIC_METHODS, load_rows
+from benchmark import DETERMINISTIC_METHODS, evaluations_to_reach, load_rows
 
 #: The last commit whose warm start started from the best baseline as it is, not from the best replay of the
 #: baselines (change 17); variants measured before that change name it, since a rerun now gives other rows.
@@ -344,6 +344,21 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+#: Search variants under the "kl" objective, five seeds, compared on validation only (`search_table`).
+KL_SEARCH_VARIANTS: dict[str, tuple[str, str]] = {
+    "default": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5"),
+    "no noise decay": (
+        "docs/benchmark/noise_decay_1_kl/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --models lenet5 --seeds 5 --noise-decay 1.0"
+        " --out docs/benchmark/noise_decay_1_kl",
+    ),
+    "half the episodes after warm-up uniform random": (
+        "docs/benchmark/random_share_0.5/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --models digits_cnn lenet5 resnet_mini --seeds 5"
+        " --random-share 0.5 --out docs/benchmark/random_share_0.5",
+    ),
+}
+
 #: Every variant was run with these seeds; the main benchmark's rows (which have more) are restricted to them too,
 #: so that every column averages the same seeds.
 SEEDS = (0, 1, 2)
@@ -374,8 +389,44 @@ def variant_table(variants: dict[str, tuple[str, str, str]], root: Path) -> str:
     return "\n".join(lines)
 
 
+def search_cell(rows: list[dict], random: dict[tuple, list[float]], model: str, budget: float) -> str:
+    """'mean best score (reached/runs)': the channel-wise DDPG runs' mean best validation score, and how many reach
+    the same seed's random-search best within half of random search's evaluations; '-' without runs."""
+    runs = [r for r in rows if (r["model"], r["budget"], r["method"]) == (model, budget, "ddpg-channel")]
+    if not runs:
+        return "-"
+    fast = 0
+    for run in runs:
+        reference = random[(model, budget, run["seed"])]
+        reached = evaluations_to_reach(run["curve"], max(reference))
+        fast += reached is not None and reached <= len(reference) / 2
+    return f"{statistics.mean(max(r['curve']) for r in runs):.4f} ({fast}/{len(runs)})"
+
+
+def search_table(variants: dict[str, tuple[str, str]], root: Path) -> str:
+    """One row per model and budget of the main benchmark, one column per variant (`search_cell`)."""
+    main_rows = load_rows(root / "docs/benchmark/results.jsonl")
+    random = {(r["model"], r["budget"], r["seed"]): r["curve"] for r in main_rows if r["method"] == "random"}
+    loaded = {name: load_rows(root / path) for name, (path, _) in variants.items()}
+    keys = sorted({(model, budget) for model, budget, _ in random})
+    lines = [
+        'Search variants with the "kl" objective, five seeds, on validation only: the channel-wise DDPG\'s mean best',
+        "score (minus the KL divergence) and, in brackets, its runs that reach the same seed's random-search best",
+        "within half of random search's evaluations (changes 23 and 24):",
+        "",
+        "| model | budget | " + " | ".join(variants) + " |",
+        "|---" * (len(variants) + 2) + "|",
+    ]
+    for model, budget in keys:
+        cells = [search_cell(rows, random, model, budget) for rows in loaded.values()]
+        lines.append(f"| {model} | {budget} | " + " | ".join(cells) + " |")
+    lines += ["", "Commands:"] + [f"- {name}: `{command}`" for name, (_, command) in variants.items()]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> str:
-    """Print (and return) both Markdown tables: agent variants (with the best baseline), fine-tune variants."""
+    """Print (and return) the Markdown tables: agent variants (with the best baseline), fine-tune variants, and
+    search variants under "kl" on validation."""
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     root = Path(__file__).resolve().parents[1]
     agents = variant_table(VARIANTS, root)
@@ -389,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         ]
         best = max(here, key=lambda r: r["val_accuracy"])
         best_lines.append(f"- {model} {budget}: {100 * best['test_accuracy']:.2f} ({best['method']})")
-    text = "\n".join([agents, *best_lines, "", variant_table(FINE_TUNE_VARIANTS, root)])
+    searches = search_table(KL_SEARCH_VARIANTS, root)
+    text = "\n".join([agents, *best_lines, "", variant_table(FINE_TUNE_VARIANTS, root), "", searches])
     print(text)
     return text
 

@@ -34,7 +34,7 @@ def test_warm_up_random_share_is_spread_evenly(digits_problem, share, random_epi
     chosen = []
     for episode in range(8):
         agent._episode_num = episode
-        if agent._random_episode():
+        if agent._random_episode(agent.warmup_random_share):
             chosen.append(episode)
     assert chosen == random_episodes
 
@@ -60,3 +60,21 @@ def test_each_update_makes_updates_per_step_gradient_steps_per_env_step(digits_p
     agent.learn(total_timesteps=3 * env.n_steps)
     # Warm-up episode 1 makes no update; episodes 2 and 3 make one each, of n_steps * updates_per_step steps.
     assert agent._n_updates == 2 * env.n_steps * updates_per_step
+
+
+@pytest.mark.parametrize("random_share", [0.0, 0.5])
+def test_random_share_samples_uniformly_after_warm_up(digits_problem, random_share):
+    # After warm-up, random episodes ignore the policy; the others act with the policy (plus tiny noise).
+    env = ChannelBitsEnv(digits_problem)
+    settings = AgentSettings(net_arch=(8,), noise_sigma=1e-6, random_share=random_share)
+    agent = make_agent(env, settings, env.n_steps, seed=0)
+    obs, _ = env.reset()
+    agent._last_obs = obs[None]
+    agent.num_timesteps = agent.learning_starts  # warm-up is over
+    expected, _ = agent.predict(obs, deterministic=True)
+    uniform = []
+    for episode in range(4):
+        agent._episode_num = episode
+        action, _ = agent._sample_action(agent.learning_starts, action_noise=agent.action_noise)
+        uniform.append(not np.allclose(action[0], expected, atol=1e-4))
+    assert uniform == [False, True, False, True] if random_share else uniform == [False] * 4
