@@ -140,7 +140,21 @@ def test_compare_agents_reads_the_committed_rows(capsys):
 
     text = compare_agents.main([])
     assert "| lenet5 | 2.25 |" in text and "| resnet_mini | 3.0 |" in text
-    assert len([line for line in text.splitlines() if line.startswith("| digits_cnn")]) == 3
+    # three budgets in the agent-variant table and in the kl search-variant table
+    assert len([line for line in text.splitlines() if line.startswith("| digits_cnn")]) == 6
+
+
+def test_search_cell_counts_runs_reaching_random_search_best_within_half_its_evaluations():
+    import compare_agents
+
+    random = {("m", 2.5, 0): [0.1, 0.3, 0.5, 0.5], ("m", 2.5, 1): [0.1, 0.2, 0.2, 0.4]}
+    runs = [
+        {"model": "m", "budget": 2.5, "method": "ddpg-channel", "seed": 0, "curve": [0.2, 0.5, 0.5]},  # at 2 of 4
+        {"model": "m", "budget": 2.5, "method": "ddpg-channel", "seed": 1, "curve": [0.1, 0.3, 0.4]},  # at 3: late
+        {"model": "m", "budget": 2.5, "method": "random", "seed": 0, "curve": [0.9]},  # not the agent
+    ]
+    assert compare_agents.search_cell(runs, random, "m", 2.5) == "0.4500 (1/2)"
+    assert compare_agents.search_cell(runs, random, "m", 3.0) == "-"
 
 
 def test_selection_study_quick(cache_dir, tmp_path, capsys):
