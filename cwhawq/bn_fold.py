@@ -1,12 +1,56 @@
-"""Folding BatchNorm into the preceding convolution, so quantization sees the weights used at inference."""
+"""The weights used at inference, which quantization must see: BatchNorm folded into the preceding convolution,
+and weights that torch recomputes from other tensors (weight or spectral normalisation) baked into plain ones."""
 
 from __future__ import annotations
 
 import copy
 import warnings
 
+import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
+from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
+
+_WEIGHT_HOOKS = {WeightNorm: remove_weight_norm, SpectralNorm: remove_spectral_norm}
+
+
+def _computed_weight_hooks(module: nn.Module) -> list[WeightNorm | SpectralNorm]:
+    """The hook-based normalisations (torch.nn.utils.weight_norm / spectral_norm) that recompute `module.weight`."""
+    return [
+        hook
+        for hook in module._forward_pre_hooks.values()
+        if type(hook) in _WEIGHT_HOOKS and getattr(hook, "name", None) == "weight"
+    ]
+
+
+def bake_parametrized_weights(model: nn.Module) -> nn.Module:
+    """Return ``model`` itself, or, when some module's weight is computed from other tensors at every forward
+    (`torch.nn.utils.parametrize`, e.g. weight_norm or spectral_norm, or their older hook-based forms), an eval-mode
+    copy in which those weights are plain parameters holding their current value.
+
+    That is the tensor a deployment stores; left computed, it would hide from the Hessian traces (not a leaf) and
+    undo every in-place quantization at the next forward.
+    """
+    if not any(parametrize.is_parametrized(m, "weight") or _computed_weight_hooks(m) for m in model.modules()):
+        return model
+    with torch.no_grad():
+        for module in model.modules():
+            # The hook-based forms keep the weight of the last forward, with its autograd graph, which deepcopy
+            # refuses; the same value without a graph (and without a power-iteration step) lets the copy be made.
+            for hook in _computed_weight_hooks(module):
+                if isinstance(hook, SpectralNorm):
+                    module.weight = hook.compute_weight(module, do_power_iteration=False)
+                else:
+                    module.weight = hook.compute_weight(module)
+    baked = copy.deepcopy(model).eval()  # eval: spectral norm must not take another power-iteration step
+    for module in baked.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        for hook in _computed_weight_hooks(module):
+            _WEIGHT_HOOKS[type(hook)](module)
+    return baked
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

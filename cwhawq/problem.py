@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cwhawq.allocation import validate_bit_widths
-from cwhawq.bn_fold import fold_batchnorm
+from cwhawq.bn_fold import bake_parametrized_weights, fold_batchnorm
 from cwhawq.cache import hash_tensor
 from cwhawq.cost import Budget, assignment_bits, average_bits
 from cwhawq.data import DataSplits, batches, load_dataset
@@ -182,7 +182,8 @@ def _cache_dir(settings: ProblemSettings) -> Path:
 def prepare_problem(
     model: nn.Module, data: DataSplits, settings: ProblemSettings, progress: bool = True
 ) -> QuantProblem:
-    """Fold BatchNorm, find the layers, set and check the budget, estimate (or load cached) channel traces.
+    """Bake computed weights, fold BatchNorm, find the layers, set and check the budget, estimate (or load cached)
+    channel traces.
 
     `model` is any trained classifier for `data`; it is not modified (folding works on a copy). Settings naming
     the model, dataset and checkpoint are ignored here.
@@ -191,6 +192,7 @@ def prepare_problem(
     if settings.objective not in OBJECTIVES:
         raise CwhawqError(f"unknown objective {settings.objective!r}; use one of {list(OBJECTIVES)}")
     bit_widths = validate_bit_widths(settings.bit_widths)
+    model = bake_parametrized_weights(model)
     model = fold_batchnorm(model) if settings.fold_bn else model.eval()
     layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
     budget = _budget(settings, layers)

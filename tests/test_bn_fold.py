@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cwhawq.bn_fold import fold_batchnorm
+from cwhawq.bn_fold import bake_parametrized_weights, fold_batchnorm
 from cwhawq.layers import discover_layers
 from cwhawq.models import build_builtin
 
@@ -109,3 +109,45 @@ def test_untraceable_model_falls_back_with_warning() -> None:
     assert folded is not model and not folded.training and model.training
     assert has_batchnorm(folded)
     torch.testing.assert_close(folded(x), model.eval()(x), rtol=0, atol=0)
+
+
+def _normalised(kind: str) -> nn.Module:
+    """Conv and Linear layers whose weights torch recomputes from other tensors at every forward."""
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 10)
+    wrap = {
+        "weight_norm": nn.utils.parametrizations.weight_norm,
+        "spectral_norm": nn.utils.parametrizations.spectral_norm,
+        "hook_weight_norm": nn.utils.weight_norm,
+        "hook_spectral_norm": nn.utils.spectral_norm,
+    }[kind]
+    return nn.Sequential(wrap(conv), nn.ReLU(), nn.Flatten(), wrap(linear))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm", "hook_weight_norm", "hook_spectral_norm"])
+def test_parametrized_weights_are_baked_into_plain_parameters(kind: str) -> None:
+    model = _normalised(kind)
+    x = torch.randn(3, 1, 8, 8)
+    model(x).sum().backward()  # as after training: the hook-based forms keep a weight with an autograd graph
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    model(x)
+    baked = bake_parametrized_weights(model)
+    assert baked is not model
+    for index in (0, 3):
+        weight = baked[index].weight
+        assert isinstance(weight, nn.Parameter) and weight.is_leaf
+        assert not baked[index]._forward_pre_hooks
+    with torch.no_grad():
+        torch.testing.assert_close(baked(x), expected)
+        baked[3].weight.zero_()  # an in-place write, as the quantizer makes, stays until the next forward
+        assert torch.count_nonzero(baked(x) - baked[3].bias) == 0
+    # the user's model keeps its parametrization
+    assert nn.utils.parametrize.is_parametrized(model[0], "weight") or model[0]._forward_pre_hooks
+
+
+def test_plain_model_is_returned_as_is() -> None:
+    model = build_builtin("digits_cnn", 10, (1, 8, 8))
+    assert bake_parametrized_weights(model) is model

@@ -227,3 +227,14 @@ def test_attention_and_recurrent_models_run_and_report_what_stays_fp32(capsys, t
     assert totals["unquantized_weights"] == left_fp32
     assert totals["unquantized_fp32_bytes"] == 4 * left_fp32
     assert f"{4 * left_fp32 / 1e3:.1f} kB of other weights kept FP32" in stdout
+
+
+def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):
+    out = tmp_path / "weight_norm"
+    args = ["--model", "tests.toy_models:digits_weight_norm", "--dataset", "digits", "--method", "greedy-channel"]
+    status, _, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
+    assert status == 0, stderr
+    result = json.loads((out / "result.json").read_text())
+    assert [layer["name"] for layer in result["layers"]] == ["1", "3"]
+    assert result["totals"]["unquantized_weights"] == 0  # the baked weight, not its two source tensors
+    assert result["accuracy"]["quantized_val_kl"] > 0  # quantization reached the forward pass

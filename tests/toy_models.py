@@ -46,3 +46,9 @@ class DigitsLSTM(nn.Module):
 def digits_lstm() -> nn.Module:
     """A recurrent model for digits (random weights) whose LSTM weights stay FP32."""
     return DigitsLSTM()
+
+
+def digits_weight_norm() -> nn.Module:
+    """An MLP for digits whose hidden layer is weight-normalised (a weight torch recomputes at every forward)."""
+    hidden = nn.utils.parametrizations.weight_norm(nn.Linear(64, 32))
+    return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Linear(32, 10))
