@@ -31,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cwhawq.cache import hash_tensor
 from cwhawq.errors import CwhawqError
-from cwhawq.layers import LayerInfo
+from cwhawq.layers import LayerInfo, layer_weight
 from cwhawq.progress import progress_bar
 
 Batch = tuple[Tensor, Tensor]
@@ -84,7 +84,7 @@ def channel_traces(
     if not batches:
         raise CwhawqError("no batches given for Hessian traces; pass at least one (inputs, targets) batch")
     names = [layer.name for layer in layers]
-    weights = [_layer_weight(model, name) for name in names]
+    weights = [layer_weight(model, name) for name in names]
     out_channels = [w.shape[0] for w in weights]
     sizes = [w.numel() for w in weights]
 
@@ -123,17 +123,6 @@ def channel_traces(
 
 # Captured once so that the settings accepted and their defaults do not depend on later rebinding of the name.
 _TRACE_SIGNATURE = inspect.signature(channel_traces)
-
-
-def _layer_weight(model: nn.Module, name: str) -> Tensor:
-    try:
-        module = model.get_submodule(name)
-    except AttributeError:
-        raise CwhawqError(f"layer {name!r} is not a submodule of the model; rediscover layers on this model") from None
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, Tensor) or weight.dim() < 2:
-        raise CwhawqError(f"layer {name!r} has no weight of 2+ dims; pass only Linear/Conv layers from discover_layers")
-    return weight
 
 
 def _weighted_loss_gradients(

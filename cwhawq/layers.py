@@ -1,4 +1,9 @@
-"""Discovery of the quantizable layers of a model (Conv1d, Conv2d, Linear) and their static properties."""
+"""Discovery of the quantizable layers of a model (Conv1d, Conv2d, Linear, and the input and output projections of
+`nn.MultiheadAttention`) and their static properties.
+
+A layer is named by its module's qualified name, whose `weight` it quantizes, or, for a weight that is a bare
+parameter (an attention module's packed `in_proj_weight`), by that parameter's qualified name (`layer_weight`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+#: The bare attention weight quantized as a layer of its own, one output channel per row (queries, keys, values).
+ATTENTION_INPUT = "in_proj_weight"
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
 
 
@@ -37,8 +44,8 @@ class LayerInfo:
 
 
 def layer_kind(module: nn.Module) -> str:
-    """Classify a quantizable module as "linear", "conv", "depthwise" or "grouped"."""
-    if isinstance(module, nn.Linear):
+    """Classify a quantizable module as "linear" (attention projections too), "conv", "depthwise" or "grouped"."""
+    if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
         return "linear"
     if module.groups == 1:
         return "conv"
@@ -53,6 +60,11 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
         return out.numel() * module.in_features
     per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
     return out.numel() * per_output
+
+
+def _tokens(sequence: torch.Tensor, batch_first: bool) -> int:
+    """Sequence length of an attention input, (L, E) unbatched, (N, L, E) or (L, N, E) batched."""
+    return sequence.shape[1] if sequence.dim() == 3 and batch_first else sequence.shape[0]
 
 
 def _validate_pins(pin: Mapping[str, int]) -> None:
@@ -87,18 +99,38 @@ def discover_layers(
     pin = dict(pin or {})
     _validate_pins(pin)
     names = {module: name for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)}
-    order: list[nn.Module] = []
-    macs: dict[nn.Module, int] = {}
-    input_sizes: dict[nn.Module, tuple[int, ...]] = {}
+    attention = {
+        module: name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None
+    }
+    order: list[str] = []
+    macs: dict[str, int] = {}
+    input_sizes: dict[str, tuple[int, ...]] = {}
+    weights: dict[str, torch.Tensor] = {}
+    modules: dict[str, nn.Module] = {}
+
+    def record(name: str, weight: torch.Tensor, module: nn.Module, calls_macs: int, input_size: tuple) -> None:
+        if name not in macs:
+            order.append(name)
+            macs[name], input_sizes[name], weights[name], modules[name] = 0, input_size, weight, module
+        macs[name] += calls_macs
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if module not in macs:
-            order.append(module)
-            macs[module] = 0
-            input_sizes[module] = () if isinstance(module, nn.Linear) else tuple(args[0].shape[2:])
-        macs[module] += _macs(module, out)
+        input_size = () if isinstance(module, nn.Linear) else tuple(args[0].shape[2:])
+        record(names[module], module.weight, module, _macs(module, out), input_size)
+
+    def attention_hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict, out: tuple) -> None:
+        # F.multi_head_attention_forward uses both projections' weights directly, so no Linear hook fires.
+        query = args[0] if args else kwargs["query"]
+        key = args[1] if len(args) > 1 else kwargs["key"]
+        queries, keys = _tokens(query, module.batch_first), _tokens(key, module.batch_first)
+        width, name = module.embed_dim, attention[module]
+        record(f"{name}.{ATTENTION_INPUT}", module.in_proj_weight, module, (queries + 2 * keys) * width * width, ())
+        record(f"{name}.out_proj", module.out_proj.weight, module.out_proj, queries * width * width, ())
 
     handles = [module.register_forward_hook(hook) for module in names]
+    handles += [module.register_forward_hook(attention_hook, with_kwargs=True) for module in attention]
     was_training = {module: module.training for module in model.modules()}
     param = next(model.parameters(), None)
     sample = sample_input[:1]
@@ -120,26 +152,23 @@ def discover_layers(
             f"no quantizable layer (Conv1d, Conv2d, Linear) ran in a forward pass of {type(model).__name__}; "
             "check the model and its input shape"
         )
-    layer_names = [names[module] for module in order]
     for pattern in pin:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in layer_names):
-            raise CwhawqError(
-                f"pin pattern {pattern!r} matches no quantizable layer; choose among {', '.join(layer_names)}"
-            )
-    return [_describe(names[module], module, macs[module], input_sizes[module], pin) for module in order]
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in order):
+            raise CwhawqError(f"pin pattern {pattern!r} matches no quantizable layer; choose among {', '.join(order)}")
+    return [_describe(name, modules[name], weights[name], macs[name], input_sizes[name], pin) for name in order]
 
 
 def _describe(
-    name: str, module: nn.Module, macs: int, input_size: tuple[int, ...], pin: Mapping[str, int]
+    name: str, module: nn.Module, weight: torch.Tensor, macs: int, input_size: tuple[int, ...], pin: Mapping[str, int]
 ) -> LayerInfo:
-    weight = module.weight
-    is_linear = isinstance(module, nn.Linear)
+    # Attention's packed input projection is a linear map of the embedding, one output channel per row.
+    is_linear = isinstance(module, (nn.Linear, nn.MultiheadAttention))
     return LayerInfo(
         name=name,
         kind=layer_kind(module),
         dims=0 if is_linear else len(module.kernel_size),
-        in_channels=module.in_features if is_linear else module.in_channels,
-        out_channels=module.out_features if is_linear else module.out_channels,
+        in_channels=weight.shape[1] if is_linear else module.in_channels,
+        out_channels=weight.shape[0] if is_linear else module.out_channels,
         kernel_size=() if is_linear else tuple(module.kernel_size),
         stride=() if is_linear else tuple(module.stride),
         groups=1 if is_linear else module.groups,
@@ -155,9 +184,24 @@ def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[s
     """Every weight tensor (2+ dims) of `model` that is not the weight of one of `layers`, with its size: what
     stays FP32 outside the budget (recurrent and transposed-convolution weights, embeddings, attention input
     projections, quantizable layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
-    quantized = {id(model.get_submodule(layer.name).weight) for layer in layers}
+    quantized = {id(layer_weight(model, layer.name)) for layer in layers}
     return {
         name: param.numel()
         for name, param in model.named_parameters()
         if param.dim() >= 2 and id(param) not in quantized
     }
+
+
+def layer_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight tensor of the layer called `name` (see the module docstring): a module's `weight`, or a parameter."""
+    owner, _, attribute = name.rpartition(".")
+    try:
+        if attribute == ATTENTION_INPUT:
+            weight = getattr(model.get_submodule(owner), attribute, None)
+        else:
+            weight = getattr(model.get_submodule(name), "weight", None)
+    except AttributeError:
+        weight = None
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        raise CwhawqError(f"the model has no layer {name!r} with a weight to quantize; rediscover the layers on it")
+    return weight

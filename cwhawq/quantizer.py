@@ -11,7 +11,7 @@ from torch import nn
 
 from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
-from cwhawq.layers import LayerInfo
+from cwhawq.layers import LayerInfo, layer_weight
 
 # levels[b] = 2**(b-1) - 1, the largest integer code of a symmetric b-bit grid; indexed by bit-width.
 _LEVELS = [0] + [2 ** (b - 1) - 1 for b in range(1, MAX_BITS + 1)]
@@ -105,14 +105,8 @@ class WeightQuantizer:
         self._slots: dict[str, _Slot] = {}
         owners: dict[int, str] = {}
         for layer in layers:
-            try:
-                module = model.get_submodule(layer.name)
-            except AttributeError:
-                raise CwhawqError(
-                    f"layer '{layer.name}' is not a submodule of the model; rediscover the layers on this model"
-                ) from None
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, torch.Tensor) or weight.dim() == 0 or weight.shape[0] != layer.out_channels:
+            weight = layer_weight(model, layer.name)
+            if weight.shape[0] != layer.out_channels:
                 raise CwhawqError(
                     f"layer '{layer.name}' has no weight with {layer.out_channels} output channels; "
                     "rediscover the layers on this model"

@@ -213,13 +213,21 @@ def test_baseline_command(capsys, tmp_path, common, method):
     assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
 
 
-@pytest.mark.parametrize(
-    ("model", "left_fp32"),
-    [("digits_transformer", 3 * 16 * 16 + 16 * 16), ("digits_lstm", 4 * 16 * 8 + 4 * 16 * 16)],
-)
-def test_attention_and_recurrent_models_run_and_report_what_stays_fp32(capsys, tmp_path, common, model, left_fp32):
-    out = tmp_path / model
-    args = ["--model", f"tests.toy_models:{model}", "--dataset", "digits", "--method", "greedy-channel"]
+def test_attention_model_quantizes_every_weight(capsys, tmp_path, common):
+    out = tmp_path / "transformer"
+    args = ["--model", "tests.toy_models:digits_transformer", "--dataset", "digits", "--method", "greedy-channel"]
+    status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
+    assert status == 0, stderr
+    result = json.loads((out / "result.json").read_text())
+    assert "encoder.self_attn.in_proj_weight" in [layer["name"] for layer in result["layers"]]
+    assert result["totals"]["unquantized_weights"] == 0 and "kept FP32" not in stdout
+    assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
+
+
+def test_recurrent_model_runs_and_reports_what_stays_fp32(capsys, tmp_path, common):
+    out = tmp_path / "lstm"
+    left_fp32 = 4 * 16 * 8 + 4 * 16 * 16
+    args = ["--model", "tests.toy_models:digits_lstm", "--dataset", "digits", "--method", "greedy-channel"]
     with pytest.warns(UserWarning, match=r"stay FP32 outside the budget"):
         status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
     assert status == 0, stderr

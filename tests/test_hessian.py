@@ -246,7 +246,7 @@ def test_non_finite_hessian_vector_product_names_the_layer():
 
 def test_bad_arguments_raise():
     model, layers, batches = linear_setup()
-    with pytest.raises(CwhawqError, match="not a submodule"):
+    with pytest.raises(CwhawqError, match="has no layer .nope."):
         channel_traces(model, [info("nope", model[0])], batches, loss_fn=half_mse, progress=False)
     with pytest.raises(CwhawqError, match="no batches"):
         channel_traces(model, layers, [], loss_fn=half_mse, progress=False)
@@ -432,5 +432,7 @@ def test_attention_model_traces_are_finite():
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     layers = discover_layers(model, x)
     result = channel_traces(model, layers, [(x, y)], max_probes=3, progress=False)
-    assert set(result.traces) == {"embed", "encoder.linear1", "encoder.linear2", "head"}
+    assert set(result.traces) == {"embed", "encoder.self_attn.in_proj_weight", "encoder.self_attn.out_proj",
+                                  "encoder.linear1", "encoder.linear2", "head"}  # fmt: skip
+    assert result.traces["encoder.self_attn.in_proj_weight"].shape == (48,)
     assert all(np.isfinite(values).all() for values in result.traces.values())

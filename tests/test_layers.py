@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cwhawq.errors import CwhawqError
-from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
+from cwhawq.layers import LayerInfo, discover_layers, layer_weight, unquantized_weights
 from tests.toy_models import DigitsLSTM, DigitsTransformer
 
 
@@ -201,18 +201,51 @@ def test_torchvision_mobilenet_v2() -> None:
     assert layers[-1].name == "classifier.1"
 
 
-def test_transformer_feed_forward_layers_are_found_in_eval_mode() -> None:
-    # PyTorch's fused encoder path (eval, no grad) calls no Linear, but it is not taken while hooks are attached
+def test_transformer_layers_attention_projections_included() -> None:
+    # PyTorch's fused encoder path (eval, no grad) calls no Linear, but it is not taken while hooks are attached;
+    # attention uses its projections' weights directly, so they are found through the attention module's hook.
     model = DigitsTransformer().eval()
-    names = [layer.name for layer in discover_layers(model, torch.randn(1, 1, 8, 8))]
-    assert names == ["embed", "encoder.linear1", "encoder.linear2", "head"]
+    layers = {layer.name: layer for layer in discover_layers(model, torch.randn(1, 1, 8, 8))}
+    assert list(layers) == ["embed", "encoder.self_attn.in_proj_weight", "encoder.self_attn.out_proj",
+                            "encoder.linear1", "encoder.linear2", "head"]  # fmt: skip
+    packed, out = layers["encoder.self_attn.in_proj_weight"], layers["encoder.self_attn.out_proj"]
+    assert (packed.kind, packed.in_channels, packed.out_channels, packed.params) == ("linear", 16, 48, 48 * 16)
+    assert packed.macs == (8 + 2 * 8) * 16 * 16  # queries, keys and values of 8 tokens
+    assert (out.kind, out.out_channels, out.macs) == ("linear", 16, 8 * 16 * 16)
+    assert layer_weight(model, packed.name) is model.encoder.self_attn.in_proj_weight
+    assert layer_weight(model, out.name) is model.encoder.self_attn.out_proj.weight
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_called_with_keywords_and_either_layout(batch_first: bool) -> None:
+    class Attend(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = x.reshape(1, 8, 8) if batch_first else x.reshape(8, 1, 8)
+            memory = tokens[:, :4] if batch_first else tokens[:4]
+            attended = self.attn(query=tokens, key=memory, value=memory, need_weights=False)[0]
+            return self.head(attended.mean(dim=1 if batch_first else 0))
+
+    layers = {layer.name: layer for layer in discover_layers(Attend(), torch.randn(1, 64))}
+    assert layers["attn.in_proj_weight"].macs == (8 + 2 * 4) * 8 * 8  # 8 queries, 4 keys and values
+    assert layers["attn.out_proj"].macs == 8 * 8 * 8
+
+
+def test_layer_weight_of_an_unknown_layer_is_a_one_line_error() -> None:
+    with pytest.raises(CwhawqError, match="no layer 'missing.in_proj_weight'"):
+        layer_weight(Toy(), "missing.in_proj_weight")
+    with pytest.raises(CwhawqError, match="no layer 'bn'"):
+        layer_weight(Toy(), "bn")  # a 1-dim weight is not a layer's
 
 
 def test_unquantized_weights_lists_what_stays_fp32() -> None:
     model = DigitsTransformer()
     left = unquantized_weights(model, discover_layers(model, torch.randn(1, 1, 8, 8)))
-    # attention projections are used through their weights, not as Linear calls; biases and norms are not listed
-    assert left == {"encoder.self_attn.in_proj_weight": 3 * 16 * 16, "encoder.self_attn.out_proj.weight": 16 * 16}
+    assert left == {}  # every weight of the transformer is quantized; biases and norms are not listed
     lstm = DigitsLSTM()
     assert unquantized_weights(lstm, discover_layers(lstm, torch.randn(1, 1, 8, 8))) == {
         "lstm.weight_ih_l0": 4 * 16 * 8,

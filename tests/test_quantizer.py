@@ -297,7 +297,7 @@ def test_all_zero_channel_stays_zero_in_model() -> None:
 
 def test_constructor_rejects_layers_not_in_model_and_tied_weights() -> None:
     model, layers = model_and_layers()
-    with pytest.raises(CwhawqError, match="not a submodule"):
+    with pytest.raises(CwhawqError, match="has no layer .missing."):
         WeightQuantizer(model, [*layers, layer_info("missing", nn.Linear(2, 2))])
     with pytest.raises(CwhawqError, match="output channels"):
         WeightQuantizer(model, [layer_info("fc1", nn.Linear(768, 7))])
@@ -321,6 +321,7 @@ def test_fused_attention_path_sees_the_quantized_weights() -> None:
     model = DigitsTransformer().eval()
     split = Split(torch.randn(32, 1, 8, 8), torch.zeros(32, dtype=torch.int64))
     layers = discover_layers(model, split.x)
+    assert "encoder.self_attn.in_proj_weight" in [layer.name for layer in layers]  # read by the fused kernel too
     quantizer = WeightQuantizer(model, layers)
     full = log_probs(model, split)
     with quantizer.quantized({layer.name: np.full(layer.out_channels, 2) for layer in layers}):

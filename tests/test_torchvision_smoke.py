@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torchvision.models import mobilenet_v2, resnet18
+from torchvision.models import VisionTransformer, mobilenet_v2, resnet18
 
 from agents.ddpg import make_agent
 from agents.rollout import rollout
@@ -21,9 +21,18 @@ def random_images(n: int, seed: int) -> Split:
     return Split(torch.rand(n, 3, 32, 32, generator=generator), torch.randint(0, 10, (n,), generator=generator))
 
 
+def small_vit(weights: None, num_classes: int) -> VisionTransformer:
+    """torchvision's ViT at 32x32 with two small encoder blocks (its attention is nn.MultiheadAttention)."""
+    return VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=num_classes)
+
+
 @pytest.mark.parametrize(
     ("build", "n_layers", "kinds"),
-    [(resnet18, 21, {"conv", "linear"}), (mobilenet_v2, 53, {"conv", "depthwise", "linear"})],
+    [
+        (resnet18, 21, {"conv", "linear"}),
+        (mobilenet_v2, 53, {"conv", "depthwise", "linear"}),
+        (small_vit, 1 + 2 * 4 + 1, {"conv", "linear"}),  # patch conv, per block 2 attention + 2 MLP, head
+    ],
 )
 def test_rollout_on_torchvision_model(build, n_layers, kinds, tmp_path):
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from cwhawq.errors import CwhawqError
+from cwhawq.layers import layer_weight
 from cwhawq.problem import QuantProblem
 from cwhawq.quantizer import quantize_per_channel
 
@@ -26,7 +27,7 @@ def perturbation_table(problem: QuantProblem) -> dict[str, np.ndarray]:
         trace = problem.traces.traces.get(layer.name)
         if trace is None or np.shape(trace) != (layer.out_channels,):
             raise CwhawqError(f"no per-channel traces for layer {layer.name!r}; re-estimate the traces on this model")
-        weight = problem.model.get_submodule(layer.name).weight.detach()
+        weight = layer_weight(problem.model, layer.name).detach()
         errors = np.empty((layer.out_channels, len(problem.bit_widths)), dtype=np.float64)
         for k, bits in enumerate(problem.bit_widths):
             full = torch.full((layer.out_channels,), bits, dtype=torch.long)
