@@ -213,36 +213,32 @@ def test_baseline_command(capsys, tmp_path, common, method):
     assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
 
 
-def test_attention_model_quantizes_every_weight(capsys, tmp_path, common):
-    out = tmp_path / "transformer"
-    args = ["--model", "tests.toy_models:digits_transformer", "--dataset", "digits", "--method", "greedy-channel"]
-    status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
+def greedy_on_toy_model(capsys, tmp_path, common, model: str) -> tuple[dict, str]:
+    """result.json and stdout of the channel greedy on `tests.toy_models:<model>` with digits."""
+    args = ["--model", f"tests.toy_models:{model}", "--dataset", "digits", "--method", "greedy-channel"]
+    status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(tmp_path / model), "--quiet")
     assert status == 0, stderr
-    result = json.loads((out / "result.json").read_text())
+    return json.loads((tmp_path / model / "result.json").read_text()), stdout
+
+
+def test_attention_model_quantizes_every_weight(capsys, tmp_path, common):
+    result, stdout = greedy_on_toy_model(capsys, tmp_path, common, "digits_transformer")
     assert "encoder.self_attn.in_proj_weight" in [layer["name"] for layer in result["layers"]]
     assert result["totals"]["unquantized_weights"] == 0 and "kept FP32" not in stdout
     assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
 
 
 def test_recurrent_model_runs_and_reports_what_stays_fp32(capsys, tmp_path, common):
-    out = tmp_path / "lstm"
     left_fp32 = 4 * 16 * 8 + 4 * 16 * 16
-    args = ["--model", "tests.toy_models:digits_lstm", "--dataset", "digits", "--method", "greedy-channel"]
     with pytest.warns(UserWarning, match=r"stay FP32 outside the budget"):
-        status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
-    assert status == 0, stderr
-    totals = json.loads((out / "result.json").read_text())["totals"]
-    assert totals["unquantized_weights"] == left_fp32
-    assert totals["unquantized_fp32_bytes"] == 4 * left_fp32
+        result, stdout = greedy_on_toy_model(capsys, tmp_path, common, "digits_lstm")
+    assert result["totals"]["unquantized_weights"] == left_fp32
+    assert result["totals"]["unquantized_fp32_bytes"] == 4 * left_fp32
     assert f"{4 * left_fp32 / 1e3:.1f} kB of other weights kept FP32" in stdout
 
 
 def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):
-    out = tmp_path / "weight_norm"
-    args = ["--model", "tests.toy_models:digits_weight_norm", "--dataset", "digits", "--method", "greedy-channel"]
-    status, _, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(out), "--quiet")
-    assert status == 0, stderr
-    result = json.loads((out / "result.json").read_text())
+    result, _ = greedy_on_toy_model(capsys, tmp_path, common, "digits_weight_norm")
     assert [layer["name"] for layer in result["layers"]] == ["1", "3"]
     assert result["totals"]["unquantized_weights"] == 0  # the baked weight, not its two source tensors
     assert result["accuracy"]["quantized_val_kl"] > 0  # quantization reached the forward pass
