@@ -1,4 +1,4 @@
-"""Discovery of the quantizable layers of a model (Conv1d, Conv2d, Linear, and the input and output projections of
+"""Discovery of the quantizable layers of a model (Conv1d/2d/3d, Linear, and the input and output projections of
 `nn.MultiheadAttention`) and their static properties.
 
 A layer is named by its module's qualified name, whose `weight` it quantizes, or, for a weight that is a bare
@@ -18,7 +18,7 @@ from torch import nn
 from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 #: The bare attention weight quantized as a layer of its own, one output channel per row (queries, keys, values).
 ATTENTION_INPUT = "in_proj_weight"
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
@@ -149,7 +149,7 @@ def discover_layers(
 
     if not order:
         raise CwhawqError(
-            f"no quantizable layer (Conv1d, Conv2d, Linear) ran in a forward pass of {type(model).__name__}; "
+            f"no quantizable layer (Conv1d/2d/3d, Linear, attention) ran in a forward pass of {type(model).__name__}; "
             "check the model and its input shape"
         )
     for pattern in pin:

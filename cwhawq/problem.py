@@ -201,9 +201,9 @@ def prepare_problem(
     if left_fp32:
         listed = ", ".join(list(left_fp32)[:3]) + (", ..." if len(left_fp32) > 3 else "")
         warnings.warn(
-            f"{len(left_fp32)} weight tensor(s) ({sum(left_fp32.values()):,} values: {listed}) are not in a Conv1d, "
-            "Conv2d or Linear layer that runs, so they stay FP32 outside the budget; result.json reports their size "
-            "(totals.unquantized_fp32_bytes)",
+            f"{len(left_fp32)} weight tensor(s) ({sum(left_fp32.values()):,} values: {listed}) are not in a "
+            "convolution, Linear or attention layer that runs, so they stay FP32 outside the budget; result.json "
+            "reports their size (totals.unquantized_fp32_bytes)",
             stacklevel=2,
         )
     trace_batches = batches(data.train, settings.traces.batch_size, settings.traces.num_batches)

@@ -59,6 +59,17 @@ def test_random_conv_bn_model_output_preserved() -> None:
     assert not torch.equal(folded.get_submodule("conv").weight, model.conv.weight)
 
 
+def test_conv3d_bn_folded() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU())
+    randomize_batchnorm(model, seed=3)
+    model.eval()
+    x = torch.randn(2, 1, 3, 5, 5)
+    folded = fold_batchnorm(model)
+    assert not has_batchnorm(folded)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_resnet_mini_output_preserved_and_names_kept() -> None:
     torch.manual_seed(0)
     model = build_builtin("resnet_mini", 10, (1, 28, 28))

@@ -81,6 +81,16 @@ def test_batch_larger_than_one_uses_one_sample() -> None:
     assert one == many
 
 
+def test_conv3d_layer_features_and_macs() -> None:
+    conv3d = nn.Conv3d(2, 4, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    model = nn.Sequential(conv3d, nn.Flatten(), nn.Linear(144, 3))
+    conv = discover_layers(model, torch.randn(1, 2, 4, 6, 6))[0]
+    assert (conv.kind, conv.dims, conv.kernel_size, conv.stride, conv.input_size) == (
+        "conv", 3, (1, 3, 3), (1, 2, 2), (4, 6, 6)
+    )
+    assert conv.macs == (4 * 4 * 3 * 3) * 2 * 9  # outputs (4 channels x 4 x 3 x 3) x inputs per output
+
+
 def test_linear_macs_count_leading_dims() -> None:
     model = nn.Linear(4, 2)
     (layer,) = discover_layers(model, torch.randn(1, 3, 4))
