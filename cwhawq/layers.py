@@ -1,8 +1,9 @@
-"""Discovery of the quantizable layers of a model (Conv1d/2d/3d, Linear, and the input and output projections of
-`nn.MultiheadAttention`) and their static properties.
+"""Discovery of the quantizable layers of a model (Conv1d/2d/3d, Linear, the input and output projections of
+`nn.MultiheadAttention`, and the weight matrices of LSTM, GRU and RNN modules) and their static properties.
 
 A layer is named by its module's qualified name, whose `weight` it quantizes, or, for a weight that is a bare
-parameter (an attention module's packed `in_proj_weight`), by that parameter's qualified name (`layer_weight`).
+parameter (an attention module's packed `in_proj_weight`, a recurrent module's `weight_ih_l0`...), by that
+parameter's qualified name (`layer_weight`); each row of such a matrix is one output channel.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-#: The bare attention weight quantized as a layer of its own, one output channel per row (queries, keys, values).
-ATTENTION_INPUT = "in_proj_weight"
+#: Modules whose weights are bare parameters used as linear maps, each quantized as a layer of its own.
+MATRIX_OWNERS = (nn.MultiheadAttention, nn.RNNBase)
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
 
 
@@ -44,8 +46,9 @@ class LayerInfo:
 
 
 def layer_kind(module: nn.Module) -> str:
-    """Classify a quantizable module as "linear" (attention projections too), "conv", "depthwise" or "grouped"."""
-    if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
+    """Classify a quantizable module as "linear" (attention and recurrent matrices too), "conv", "depthwise" or
+    "grouped"."""
+    if isinstance(module, (nn.Linear, *MATRIX_OWNERS)):
         return "linear"
     if module.groups == 1:
         return "conv"
@@ -63,7 +66,7 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
 
 
 def _tokens(sequence: torch.Tensor, batch_first: bool) -> int:
-    """Sequence length of an attention input, (L, E) unbatched, (N, L, E) or (L, N, E) batched."""
+    """Sequence length of an attention or recurrent input, (L, E) unbatched, (N, L, E) or (L, N, E) batched."""
     return sequence.shape[1] if sequence.dim() == 3 and batch_first else sequence.shape[0]
 
 
@@ -99,11 +102,7 @@ def discover_layers(
     pin = dict(pin or {})
     _validate_pins(pin)
     names = {module: name for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)}
-    attention = {
-        module: name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None
-    }
+    owners = {module: name for name, module in model.named_modules() if isinstance(module, MATRIX_OWNERS)}
     order: list[str] = []
     macs: dict[str, int] = {}
     input_sizes: dict[str, tuple[int, ...]] = {}
@@ -120,17 +119,27 @@ def discover_layers(
         input_size = () if isinstance(module, nn.Linear) else tuple(args[0].shape[2:])
         record(names[module], module.weight, module, _macs(module, out), input_size)
 
-    def attention_hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict, out: tuple) -> None:
-        # F.multi_head_attention_forward uses both projections' weights directly, so no Linear hook fires.
-        query = args[0] if args else kwargs["query"]
-        key = args[1] if len(args) > 1 else kwargs["key"]
-        queries, keys = _tokens(query, module.batch_first), _tokens(key, module.batch_first)
-        width, name = module.embed_dim, attention[module]
-        record(f"{name}.{ATTENTION_INPUT}", module.in_proj_weight, module, (queries + 2 * keys) * width * width, ())
-        record(f"{name}.out_proj", module.out_proj.weight, module.out_proj, queries * width * width, ())
+    def matrix_hook(module: nn.Module, args: tuple, kwargs: dict, out: tuple) -> None:
+        # Attention and recurrent modules use their weights directly (no Linear call): record them from here.
+        name = owners[module]
+        first = args[0] if args else next(iter(kwargs.values()))
+        if isinstance(module, nn.MultiheadAttention):
+            key = args[1] if len(args) > 1 else kwargs["key"]
+            queries, keys = _tokens(first, module.batch_first), _tokens(key, module.batch_first)
+            width = module.embed_dim
+            if module.in_proj_weight is not None:  # else separate query/key/value widths, left FP32
+                packed = module.in_proj_weight
+                record(f"{name}.in_proj_weight", packed, module, (queries + 2 * keys) * width * width, ())
+            record(f"{name}.out_proj", module.out_proj.weight, module.out_proj, queries * width * width, ())
+            return
+        steps = first.data.shape[0] if isinstance(first, PackedSequence) else _tokens(first, module.batch_first)
+        for param_name in module._flat_weights_names:
+            weight = getattr(module, param_name)
+            if weight.dim() == 2:  # weight_ih_lK, weight_hh_lK, weight_hr_lK (and _reverse): one product per step
+                record(f"{name}.{param_name}", weight, module, steps * weight.numel(), ())
 
     handles = [module.register_forward_hook(hook) for module in names]
-    handles += [module.register_forward_hook(attention_hook, with_kwargs=True) for module in attention]
+    handles += [module.register_forward_hook(matrix_hook, with_kwargs=True) for module in owners]
     was_training = {module: module.training for module in model.modules()}
     param = next(model.parameters(), None)
     sample = sample_input[:1]
@@ -161,8 +170,8 @@ def discover_layers(
 def _describe(
     name: str, module: nn.Module, weight: torch.Tensor, macs: int, input_size: tuple[int, ...], pin: Mapping[str, int]
 ) -> LayerInfo:
-    # Attention's packed input projection is a linear map of the embedding, one output channel per row.
-    is_linear = isinstance(module, (nn.Linear, nn.MultiheadAttention))
+    # A bare weight matrix (attention, recurrent) is a linear map, one output channel per row.
+    is_linear = isinstance(module, (nn.Linear, *MATRIX_OWNERS))
     return LayerInfo(
         name=name,
         kind=layer_kind(module),
@@ -182,8 +191,8 @@ def _describe(
 
 def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, int]:
     """Every weight tensor (2+ dims) of `model` that is not the weight of one of `layers`, with its size: what
-    stays FP32 outside the budget (recurrent and transposed-convolution weights, embeddings, attention input
-    projections, quantizable layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
+    stays FP32 outside the budget (transposed-convolution weights, embeddings, position embeddings, attention with
+    separate key/value widths, layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
     quantized = {id(layer_weight(model, layer.name)) for layer in layers}
     return {
         name: param.numel()
@@ -194,14 +203,13 @@ def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[s
 
 def layer_weight(model: nn.Module, name: str) -> torch.Tensor:
     """The weight tensor of the layer called `name` (see the module docstring): a module's `weight`, or a parameter."""
-    owner, _, attribute = name.rpartition(".")
     try:
-        if attribute == ATTENTION_INPUT:
-            weight = getattr(model.get_submodule(owner), attribute, None)
-        else:
-            weight = getattr(model.get_submodule(name), "weight", None)
+        weight = getattr(model.get_submodule(name), "weight", None)
     except AttributeError:
-        weight = None
+        try:
+            weight = model.get_parameter(name)
+        except AttributeError:
+            weight = None
     if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
         raise CwhawqError(f"the model has no layer {name!r} with a weight to quantize; rediscover the layers on it")
     return weight

@@ -228,10 +228,17 @@ def test_attention_model_quantizes_every_weight(capsys, tmp_path, common):
     assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
 
 
-def test_recurrent_model_runs_and_reports_what_stays_fp32(capsys, tmp_path, common):
-    left_fp32 = 4 * 16 * 8 + 4 * 16 * 16
+def test_recurrent_model_quantizes_its_weight_matrices(capsys, tmp_path, common):
+    result, _ = greedy_on_toy_model(capsys, tmp_path, common, "digits_lstm")
+    assert [layer["name"] for layer in result["layers"]] == ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "head"]
+    assert result["totals"]["unquantized_weights"] == 0
+    assert result["accuracy"]["quantized_val_kl"] > 0  # the LSTM's own kernel reads the quantized weights
+
+
+def test_weights_outside_the_layers_are_reported_as_fp32(capsys, tmp_path, common):
+    left_fp32 = 1 * 4 * 2 * 2  # the transposed convolution's weight
     with pytest.warns(UserWarning, match=r"stay FP32 outside the budget"):
-        result, stdout = greedy_on_toy_model(capsys, tmp_path, common, "digits_lstm")
+        result, stdout = greedy_on_toy_model(capsys, tmp_path, common, "digits_deconv")
     assert result["totals"]["unquantized_weights"] == left_fp32
     assert result["totals"]["unquantized_fp32_bytes"] == 4 * left_fp32
     assert f"{4 * left_fp32 / 1e3:.1f} kB of other weights kept FP32" in stdout

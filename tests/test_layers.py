@@ -14,7 +14,7 @@ from torch import nn
 
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo, discover_layers, layer_weight, unquantized_weights
-from tests.toy_models import DigitsLSTM, DigitsTransformer
+from tests.toy_models import DigitsDeconv, DigitsLSTM, DigitsTransformer
 
 
 class Toy(nn.Module):
@@ -245,6 +245,53 @@ def test_attention_called_with_keywords_and_either_layout(batch_first: bool) -> 
     assert layers["attn.out_proj"].macs == 8 * 8 * 8
 
 
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_weight_matrices_are_layers(cell: type[nn.RNNBase]) -> None:
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = cell(8, 6, num_layers=2, batch_first=True, bidirectional=True)
+            self.head = nn.Linear(12, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x.reshape(x.shape[0], 5, 8))[0][:, -1])
+
+    model = Recurrent()
+    layers = {layer.name: layer for layer in discover_layers(model, torch.randn(1, 40))}
+    gates = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}[cell]
+    matrices = [f"rnn.weight_{kind}_l{depth}{direction}" for depth in (0, 1) for direction in ("", "_reverse")
+                for kind in ("ih", "hh")]  # fmt: skip
+    assert sorted(layers) == sorted([*matrices, "head"])
+    first = layers["rnn.weight_ih_l0"]
+    assert (first.kind, first.out_channels, first.in_channels) == ("linear", gates * 6, 8)
+    assert first.macs == 5 * gates * 6 * 8  # one matrix-vector product per step of the 5-step sequence
+    assert layers["rnn.weight_ih_l1_reverse"].in_channels == 12  # both directions of the layer below
+    assert layer_weight(model, "rnn.weight_hh_l1") is model.rnn.weight_hh_l1
+    assert unquantized_weights(model, list(layers.values())) == {}
+
+
+def test_packed_sequence_and_attention_with_other_key_widths() -> None:
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = nn.GRU(8, 4)
+            self.attn = nn.MultiheadAttention(4, 2, kdim=8, vdim=8)  # separate projections, no packed weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            steps = x.reshape(5, 1, 8)
+            packed = nn.utils.rnn.pack_padded_sequence(steps, torch.tensor([5]))
+            hidden = self.gru(packed)[1]  # (1, 1, 4)
+            return self.attn(hidden, steps, steps, need_weights=False)[0].flatten(1)
+
+    model = Mixed()
+    layers = {layer.name: layer for layer in discover_layers(model, torch.randn(1, 40))}
+    assert list(layers) == ["gru.weight_ih_l0", "gru.weight_hh_l0", "attn.out_proj"]
+    assert layers["gru.weight_ih_l0"].macs == 5 * 12 * 8  # 5 packed steps
+    assert layers["attn.out_proj"].macs == 1 * 4 * 4  # one query
+    left = unquantized_weights(model, list(layers.values()))
+    assert set(left) == {"attn.q_proj_weight", "attn.k_proj_weight", "attn.v_proj_weight"}
+
+
 def test_layer_weight_of_an_unknown_layer_is_a_one_line_error() -> None:
     with pytest.raises(CwhawqError, match="no layer 'missing.in_proj_weight'"):
         layer_weight(Toy(), "missing.in_proj_weight")
@@ -257,9 +304,8 @@ def test_unquantized_weights_lists_what_stays_fp32() -> None:
     left = unquantized_weights(model, discover_layers(model, torch.randn(1, 1, 8, 8)))
     assert left == {}  # every weight of the transformer is quantized; biases and norms are not listed
     lstm = DigitsLSTM()
-    assert unquantized_weights(lstm, discover_layers(lstm, torch.randn(1, 1, 8, 8))) == {
-        "lstm.weight_ih_l0": 4 * 16 * 8,
-        "lstm.weight_hh_l0": 4 * 16 * 16,
-    }
+    assert unquantized_weights(lstm, discover_layers(lstm, torch.randn(1, 1, 8, 8))) == {}
+    deconv = DigitsDeconv()
+    assert unquantized_weights(deconv, discover_layers(deconv, torch.randn(1, 1, 8, 8))) == {"up.weight": 16}
     toy = Toy()
     assert unquantized_weights(toy, discover_layers(toy, torch.randn(1, 4, 6, 6))) == {"unused.weight": 9}

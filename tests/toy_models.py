@@ -1,5 +1,6 @@
 """Models for tests, importable as 'tests.toy_models:function'."""
 
+import torch
 from torch import nn
 
 
@@ -32,7 +33,7 @@ def digits_transformer() -> nn.Module:
 
 
 class DigitsLSTM(nn.Module):
-    """1x8x8 digits as 8 steps of 8 pixels through an LSTM, then a linear head: weights outside Conv/Linear."""
+    """1x8x8 digits as 8 steps of 8 pixels through an LSTM, then a linear head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,7 +45,7 @@ class DigitsLSTM(nn.Module):
 
 
 def digits_lstm() -> nn.Module:
-    """A recurrent model for digits (random weights) whose LSTM weights stay FP32."""
+    """A recurrent model for digits (random weights)."""
     return DigitsLSTM()
 
 
@@ -52,3 +53,21 @@ def digits_weight_norm() -> nn.Module:
     """An MLP for digits whose hidden layer is weight-normalised (a weight torch recomputes at every forward)."""
     hidden = nn.utils.parametrizations.weight_norm(nn.Linear(64, 32))
     return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Linear(32, 10))
+
+
+class DigitsDeconv(nn.Module):
+    """A transposed convolution (not quantized: its weight stays FP32), a convolution and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(1, 4, 2, stride=2)
+        self.conv = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(torch.relu(self.up(x)))).flatten(1))
+
+
+def digits_deconv() -> nn.Module:
+    """A model for digits (random weights) with a weight outside the quantized layers."""
+    return DigitsDeconv()
