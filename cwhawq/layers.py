@@ -1,5 +1,5 @@
 """Discovery of the quantizable layers of a model (Conv1d/2d/3d, Linear, the input and output projections of
-`nn.MultiheadAttention`, and the weight matrices of LSTM, GRU and RNN modules) and their static properties.
+`nn.MultiheadAttention`, and the weight matrices of LSTM, GRU and RNN modules and cells) and their static properties.
 
 A layer is named by its module's qualified name, whose `weight` it quantizes, or, for a weight that is a bare
 parameter (an attention module's packed `in_proj_weight`, a recurrent module's `weight_ih_l0`...), by that
@@ -22,7 +22,7 @@ from cwhawq.errors import CwhawqError
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 #: Modules whose weights are bare parameters used as linear maps, each quantized as a layer of its own.
-MATRIX_OWNERS = (nn.MultiheadAttention, nn.RNNBase)
+MATRIX_OWNERS = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
 
 
@@ -132,10 +132,14 @@ def discover_layers(
                 record(f"{name}.in_proj_weight", packed, module, (queries + 2 * keys) * width * width, ())
             record(f"{name}.out_proj", module.out_proj.weight, module.out_proj, queries * width * width, ())
             return
-        steps = first.data.shape[0] if isinstance(first, PackedSequence) else _tokens(first, module.batch_first)
-        for param_name in module._flat_weights_names:
-            weight = getattr(module, param_name)
-            if weight.dim() == 2:  # weight_ih_lK, weight_hh_lK, weight_hr_lK (and _reverse): one product per step
+        if isinstance(module, nn.RNNCellBase):  # one step per call
+            steps = 1
+        elif isinstance(first, PackedSequence):
+            steps = first.data.shape[0]
+        else:
+            steps = _tokens(first, module.batch_first)
+        for param_name, weight in module.named_parameters(recurse=False):
+            if weight.dim() == 2:  # weight_ih(_lK), weight_hh(_lK), weight_hr_lK (and _reverse): a product per step
                 record(f"{name}.{param_name}", weight, module, steps * weight.numel(), ())
 
     handles = [module.register_forward_hook(hook) for module in names]

@@ -270,6 +270,24 @@ def test_recurrent_weight_matrices_are_layers(cell: type[nn.RNNBase]) -> None:
     assert unquantized_weights(model, list(layers.values())) == {}
 
 
+def test_recurrent_cell_called_per_step() -> None:
+    class Cell(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = nn.LSTMCell(8, 6)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            state = None
+            for step in x.reshape(x.shape[0], 5, 8).unbind(1):
+                state = self.cell(step, state)
+            return self.head(state[0])
+
+    layers = {layer.name: layer for layer in discover_layers(Cell(), torch.randn(1, 40))}
+    assert list(layers) == ["cell.weight_ih", "cell.weight_hh", "head"]
+    assert layers["cell.weight_hh"].macs == 5 * 24 * 6  # five calls
+
+
 def test_packed_sequence_and_attention_with_other_key_widths() -> None:
     class Mixed(nn.Module):
         def __init__(self) -> None:
