@@ -1,4 +1,4 @@
-"""Discovery of the quantizable layers of a model (Conv1d/2d/3d, Linear, the input and output projections of
+"""Discovery of the quantizable layers of a model (Conv1d/2d/3d and transposed, Linear, the projections of
 `nn.MultiheadAttention`, and the weight matrices of LSTM, GRU and RNN modules and cells) and their static properties.
 
 A layer is named by its module's qualified name, whose `weight` it quantizes, or, for a weight that is a bare
@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 #: Modules whose weights are bare parameters used as linear maps, each quantized as a layer of its own.
 MATRIX_OWNERS = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
@@ -57,10 +57,12 @@ def layer_kind(module: nn.Module) -> str:
     return "grouped"
 
 
-def _macs(module: nn.Module, out: torch.Tensor) -> int:
+def _macs(module: nn.Module, inputs: torch.Tensor, out: torch.Tensor) -> int:
     """Multiply-accumulates of one call, for a batch of one sample."""
     if isinstance(module, nn.Linear):
         return out.numel() * module.in_features
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):  # every input value meets a kernel per output group
+        return inputs.numel() * module.out_channels // module.groups * math.prod(module.kernel_size)
     per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
     return out.numel() * per_output
 
@@ -117,7 +119,7 @@ def discover_layers(
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         input_size = () if isinstance(module, nn.Linear) else tuple(args[0].shape[2:])
-        record(names[module], module.weight, module, _macs(module, out), input_size)
+        record(names[module], module.weight, module, _macs(module, args[0], out), input_size)
 
     def matrix_hook(module: nn.Module, args: tuple, kwargs: dict, out: tuple) -> None:
         # Attention and recurrent modules use their weights directly (no Linear call): record them from here.
@@ -174,14 +176,15 @@ def discover_layers(
 def _describe(
     name: str, module: nn.Module, weight: torch.Tensor, macs: int, input_size: tuple[int, ...], pin: Mapping[str, int]
 ) -> LayerInfo:
-    # A bare weight matrix (attention, recurrent) is a linear map, one output channel per row.
+    # Channels are the weight's rows: a bare matrix (attention, recurrent) is a linear map, one output channel per
+    # row; a transposed convolution's weight is (in, out / groups, kernel...), so its rows are its input channels.
     is_linear = isinstance(module, (nn.Linear, *MATRIX_OWNERS))
     return LayerInfo(
         name=name,
         kind=layer_kind(module),
         dims=0 if is_linear else len(module.kernel_size),
-        in_channels=weight.shape[1] if is_linear else module.in_channels,
-        out_channels=weight.shape[0] if is_linear else module.out_channels,
+        in_channels=weight.shape[1] * (1 if is_linear else module.groups),
+        out_channels=weight.shape[0],
         kernel_size=() if is_linear else tuple(module.kernel_size),
         stride=() if is_linear else tuple(module.stride),
         groups=1 if is_linear else module.groups,
@@ -195,8 +198,8 @@ def _describe(
 
 def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, int]:
     """Every weight tensor (2+ dims) of `model` that is not the weight of one of `layers`, with its size: what
-    stays FP32 outside the budget (transposed-convolution weights, embeddings, position embeddings, attention with
-    separate key/value widths, layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
+    stays FP32 outside the budget (embeddings, position embeddings, attention with separate key/value widths,
+    layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
     quantized = {id(layer_weight(model, layer.name)) for layer in layers}
     return {
         name: param.numel()

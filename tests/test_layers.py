@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -14,7 +15,8 @@ from torch import nn
 
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo, discover_layers, layer_weight, unquantized_weights
-from tests.toy_models import DigitsDeconv, DigitsLSTM, DigitsTransformer
+from cwhawq.quantizer import WeightQuantizer
+from tests.toy_models import DigitsLSTM, DigitsPositionEmbedding, DigitsTransformer
 
 
 class Toy(nn.Module):
@@ -89,6 +91,20 @@ def test_conv3d_layer_features_and_macs() -> None:
         "conv", 3, (1, 3, 3), (1, 2, 2), (4, 6, 6)
     )
     assert conv.macs == (4 * 4 * 3 * 3) * 2 * 9  # outputs (4 channels x 4 x 3 x 3) x inputs per output
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_conv_channels_are_weight_rows(groups: int) -> None:
+    up = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=groups)
+    model = nn.Sequential(up, nn.Flatten(), nn.Linear(6 * 10 * 10, 3))
+    layer = discover_layers(model, torch.randn(1, 4, 5, 5))[0]
+    # weight (4, 6 / groups, 3, 3): four rows, each quantized as one channel
+    assert (layer.out_channels, layer.in_channels, layer.params_per_channel) == (4, 6, 6 // groups * 9)
+    assert (layer.kind, layer.input_size) == ("conv" if groups == 1 else "grouped", (5, 5))
+    assert layer.macs == (4 * 5 * 5) * (6 // groups) * 9  # every input value meets one kernel per output channel
+    quantizer = WeightQuantizer(model, [layer])
+    quantizer.apply({layer.name: np.array([2, 3, 4, 8])})
+    assert len(torch.unique(up.weight[0])) <= 3  # 2 bits: at most three values in the first row
 
 
 def test_linear_macs_count_leading_dims() -> None:
@@ -323,7 +339,7 @@ def test_unquantized_weights_lists_what_stays_fp32() -> None:
     assert left == {}  # every weight of the transformer is quantized; biases and norms are not listed
     lstm = DigitsLSTM()
     assert unquantized_weights(lstm, discover_layers(lstm, torch.randn(1, 1, 8, 8))) == {}
-    deconv = DigitsDeconv()
-    assert unquantized_weights(deconv, discover_layers(deconv, torch.randn(1, 1, 8, 8))) == {"up.weight": 16}
+    embedded = DigitsPositionEmbedding()
+    assert unquantized_weights(embedded, discover_layers(embedded, torch.randn(1, 1, 8, 8))) == {"position": 64}
     toy = Toy()
     assert unquantized_weights(toy, discover_layers(toy, torch.randn(1, 4, 6, 6))) == {"unused.weight": 9}
