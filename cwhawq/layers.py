@@ -129,9 +129,13 @@ def discover_layers(
             key = args[1] if len(args) > 1 else kwargs["key"]
             queries, keys = _tokens(first, module.batch_first), _tokens(key, module.batch_first)
             width = module.embed_dim
-            if module.in_proj_weight is not None:  # else separate query/key/value widths, left FP32
+            if module.in_proj_weight is not None:
                 packed = module.in_proj_weight
                 record(f"{name}.in_proj_weight", packed, module, (queries + 2 * keys) * width * width, ())
+            else:  # keys and values of other widths: three separate projections
+                for part, tokens in (("q", queries), ("k", keys), ("v", keys)):
+                    weight = getattr(module, f"{part}_proj_weight")
+                    record(f"{name}.{part}_proj_weight", weight, module, tokens * weight.numel(), ())
             record(f"{name}.out_proj", module.out_proj.weight, module.out_proj, queries * width * width, ())
             return
         if isinstance(module, nn.RNNCellBase):  # one step per call
@@ -198,8 +202,8 @@ def _describe(
 
 def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, int]:
     """Every weight tensor (2+ dims) of `model` that is not the weight of one of `layers`, with its size: what
-    stays FP32 outside the budget (embeddings, position embeddings, attention with separate key/value widths,
-    layers that never ran). Biases and normalisation parameters (1 dim) are not listed."""
+    stays FP32 outside the budget (embeddings, position embeddings, layers that never ran). Biases and
+    normalisation parameters (1 dim) are not listed."""
     quantized = {id(layer_weight(model, layer.name)) for layer in layers}
     return {
         name: param.numel()

@@ -319,11 +319,13 @@ def test_packed_sequence_and_attention_with_other_key_widths() -> None:
 
     model = Mixed()
     layers = {layer.name: layer for layer in discover_layers(model, torch.randn(1, 40))}
-    assert list(layers) == ["gru.weight_ih_l0", "gru.weight_hh_l0", "attn.out_proj"]
+    assert list(layers) == ["gru.weight_ih_l0", "gru.weight_hh_l0", "attn.q_proj_weight", "attn.k_proj_weight",
+                            "attn.v_proj_weight", "attn.out_proj"]  # fmt: skip
     assert layers["gru.weight_ih_l0"].macs == 5 * 12 * 8  # 5 packed steps
-    assert layers["attn.out_proj"].macs == 1 * 4 * 4  # one query
-    left = unquantized_weights(model, list(layers.values()))
-    assert set(left) == {"attn.q_proj_weight", "attn.k_proj_weight", "attn.v_proj_weight"}
+    assert layers["attn.q_proj_weight"].macs == 1 * 4 * 4  # one query
+    assert layers["attn.k_proj_weight"].macs == 5 * 4 * 8  # five keys of width 8
+    assert layers["attn.out_proj"].macs == 1 * 4 * 4
+    assert unquantized_weights(model, list(layers.values())) == {}
 
 
 def test_layer_weight_of_an_unknown_layer_is_a_one_line_error() -> None:
