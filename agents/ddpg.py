@@ -19,15 +19,33 @@ from cwhawq.settings import AgentSettings
 
 
 class DecayingNormalNoise(ActionNoise):
-    """Gaussian action noise whose sigma is multiplied by `decay` after every episode past warm-up (HAQ)."""
+    """Gaussian action noise whose sigma is multiplied by `decay` after every episode past warm-up (HAQ).
 
-    def __init__(self, size: int, sigma: float, decay: float, warmup_episodes: int, seed: int) -> None:
+    With `layers` > 0, only that many steps (layers) of each episode of `steps_per_episode` steps, drawn anew per
+    episode, get noise; the others take the policy's action as it is (a sparse, local move from the policy's
+    assignment). 0 perturbs every step, as HAQ does.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        sigma: float,
+        decay: float,
+        warmup_episodes: int,
+        seed: int,
+        layers: int = 0,
+        steps_per_episode: int = 1,
+    ) -> None:
         super().__init__()
         self.size = size
         self.initial_sigma = sigma
         self.decay = decay
         self.warmup_episodes = warmup_episodes
+        self.layers = layers
+        self.steps_per_episode = steps_per_episode
         self.episodes = 0
+        self._step = 0
+        self._noisy_steps: frozenset[int] = frozenset()
         self._rng = np.random.default_rng(seed)
 
     @property
@@ -36,11 +54,20 @@ class DecayingNormalNoise(ActionNoise):
         return self.initial_sigma * self.decay ** max(0, self.episodes - self.warmup_episodes)
 
     def __call__(self) -> np.ndarray:
-        return self._rng.normal(0.0, self.sigma, self.size).astype(np.float32)
+        sparse = 0 < self.layers < self.steps_per_episode
+        if sparse and self._step == 0:
+            chosen = self._rng.choice(self.steps_per_episode, size=self.layers, replace=False)
+            self._noisy_steps = frozenset(int(step) for step in chosen)
+        noise = self._rng.normal(0.0, self.sigma, self.size).astype(np.float32)
+        if sparse and self._step not in self._noisy_steps:
+            noise[:] = 0.0
+        self._step += 1
+        return noise
 
     def reset(self) -> None:
         """Called by stable-baselines3 at the end of every episode."""
         self.episodes += 1
+        self._step = 0
 
 
 class HaqDDPG(DDPG):
@@ -105,7 +132,13 @@ def make_agent(
     """Build the agent for `env` from `settings`; warm-up is counted in episodes of `steps_per_episode` steps."""
     action_size = int(np.prod(env.action_space.shape))
     noise = DecayingNormalNoise(
-        action_size, settings.noise_sigma, settings.noise_decay, settings.warmup_episodes, seed=seed
+        action_size,
+        settings.noise_sigma,
+        settings.noise_decay,
+        settings.warmup_episodes,
+        seed=seed,
+        layers=settings.noise_layers,
+        steps_per_episode=steps_per_episode,
     )
     return HaqDDPG(
         "MlpPolicy",

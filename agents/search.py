@@ -64,6 +64,8 @@ def check_settings(settings: SearchSettings) -> None:
         raise CwhawqError(f"warm-up episodes must be 0 or more, not {agent.warmup_episodes}")
     if not agent.noise_sigma >= 0:
         raise CwhawqError(f"exploration noise sigma must be 0 or more, not {agent.noise_sigma}; the default is 0.5")
+    if agent.noise_layers < 0:
+        raise CwhawqError(f"noise layers must be 0 (every layer) or more, not {agent.noise_layers}")
     if not 0.0 <= agent.coarse_share < 1.0:
         share = agent.coarse_share
         raise CwhawqError(f"coarse share {share} is outside [0, 1); pass a share of the episodes such as 0.33")

@@ -307,6 +307,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
     parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
     parser.add_argument(
+        "--noise-layers",
+        type=int,
+        default=AgentSettings.noise_layers,
+        help="layers per episode that get exploration noise (0: all)",
+    )
+    parser.add_argument(
         "--warmup-random-share",
         type=float,
         default=AgentSettings.warmup_random_share,
@@ -354,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         observation=args.observation,
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
+        noise_layers=args.noise_layers,
         warmup_random_share=args.warmup_random_share,
         random_share=args.random_share,
         updates_per_step=args.updates_per_step,

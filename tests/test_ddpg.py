@@ -18,6 +18,20 @@ def test_noise_is_constant_during_warm_up_then_decays():
     assert sigmas == pytest.approx([0.5, 0.5, 0.5, 0.45, 0.405])
 
 
+@pytest.mark.parametrize(("layers", "noisy_per_episode"), [(0, 4), (1, 1), (2, 2), (4, 4), (9, 4)])
+def test_noise_moves_the_given_number_of_layers_per_episode(layers, noisy_per_episode):
+    noise = DecayingNormalNoise(
+        size=1, sigma=0.5, decay=1.0, warmup_episodes=0, seed=0, layers=layers, steps_per_episode=4
+    )
+    chosen = []
+    for _ in range(20):
+        steps = [noise() for _ in range(4)]
+        noise.reset()
+        chosen.append(tuple(i for i, step in enumerate(steps) if step.any()))
+    assert {len(steps) for steps in chosen} == {noisy_per_episode}
+    assert len(set(chosen)) > 1 or noisy_per_episode == 4  # a new choice of layers per episode
+
+
 def test_actor_learns_slower_than_critic(digits_problem):
     env = ChannelBitsEnv(digits_problem)
     agent = make_agent(env, AgentSettings(net_arch=(8,)), env.n_steps, seed=0)
