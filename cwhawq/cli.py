@@ -46,7 +46,11 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("problem")
     group.add_argument("--model", default="digits_cnn", help="built-in name or 'package.module:function'")
     group.add_argument("--checkpoint", help="state_dict (or whole-module) file to load into the model")
-    group.add_argument("--dataset", help="digits, mnist or mnist1d (default: the built-in model's own)")
+    group.add_argument(
+        "--dataset",
+        help="digits, mnist, mnist1d, or your .npz/.pt file with arrays x and y, or x_train ... y_test (default: the "
+        "built-in model's own)",
+    )
     budget = group.add_mutually_exclusive_group()
     budget.add_argument("--budget-bits", type=float, help="size budget as average bits per weight (default 2.5)")
     budget.add_argument("--budget-mb", type=float, help="size budget in megabytes (10^6 bytes) of weights")

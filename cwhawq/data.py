@@ -1,4 +1,8 @@
-"""The small real data sets that ship without a download, split 60/20/20 train/val/test."""
+"""The data a search runs on: the small real data sets that ship without a download, or the user's own in a file.
+
+Built-in sets and a file holding arrays `x` and `y` are split 60/20/20 train/val/test, stratified and fixed by the
+seed; a file holding `x_train, y_train, x_val, y_val, x_test, y_test` keeps its own splits.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,11 +22,19 @@ from cwhawq.cache import default_cache_dir
 from cwhawq.errors import CwhawqError
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "mnist1d")
+#: File types `load_dataset` reads the user's data from: numpy's `np.savez` and `torch.save` of a dict.
+DATASET_FILE_SUFFIXES: tuple[str, ...] = (".npz", ".pt", ".pth")
+#: The arrays of a data file that keeps its own splits.
+SPLIT_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+_FIX = (
+    f"pass a built-in name ({', '.join(DATASETS)}) or an .npz/.pt file holding arrays x and y "
+    f"(or {', '.join(SPLIT_KEYS)})"
+)
 
 
 @dataclass
 class Split:
-    """Inputs (float32, N x C x ...) and integer labels (int64, N) of one split."""
+    """Inputs (float32, N x C x ...; int64 for token ids) and integer labels (int64, N) of one split."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -111,11 +124,79 @@ def _split(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> Split:
     return Split(x=torch.from_numpy(x[index]), y=torch.from_numpy(y[index]))
 
 
-def load_dataset(name: str, seed: int = 0) -> DataSplits:
-    """Load data set ``name`` with a stratified 60/20/20 train/val/test split fixed by ``seed``."""
-    if name not in _LOADERS:
-        raise CwhawqError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    x, y = _raw(name)
+def _inputs(x: np.ndarray, name: str) -> np.ndarray:
+    """Float inputs as float32, integer ones (token ids) as int64; NaN or infinite values refused."""
+    x = np.asarray(x)
+    if x.dtype.kind in "iub":
+        return np.ascontiguousarray(x, dtype=np.int64)
+    if x.dtype.kind != "f":
+        raise CwhawqError(f"dataset inputs {name} have dtype {x.dtype}; store them as floats (or integer token ids)")
+    if not np.isfinite(x).all():
+        raise CwhawqError(f"dataset inputs {name} hold NaN or infinite values; clean or impute them first")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _labels(y: np.ndarray, name: str, n_inputs: int) -> np.ndarray:
+    """Class labels as int64 in 0..C-1, one per input."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_inputs:
+        raise CwhawqError(f"dataset labels {name} have shape {y.shape} for {n_inputs} inputs; store one label each")
+    if y.dtype.kind == "f" and np.isfinite(y).all() and np.array_equal(y, np.round(y)):
+        y = y.astype(np.int64)  # labels saved as floats, like mnist's
+    if y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+        raise CwhawqError(f"dataset labels {name} must be class indices 0, 1, ...; not {y.dtype} values like {y[:3]}")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def _read_file(path: Path) -> dict[str, np.ndarray]:
+    """The arrays stored in a data file, by name."""
+    if path.suffix not in DATASET_FILE_SUFFIXES:
+        raise CwhawqError(f"dataset file {path} is neither .npz nor .pt; {_FIX}")
+    if not path.is_file():
+        raise CwhawqError(f"dataset file not found: {path}; {_FIX}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as stored:
+                return {key: stored[key] for key in stored.files}
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file, whatever the library raises
+        raise CwhawqError(f"cannot read dataset file {path} ({type(exc).__name__}); {_FIX}") from None
+    if not isinstance(stored, dict):
+        raise CwhawqError(f"dataset file {path} holds a {type(stored).__name__}, not a dict of arrays; {_FIX}")
+    return {
+        key: value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value) for key, value in stored.items()
+    }
+
+
+def _file_splits(path: Path, seed: int) -> DataSplits:
+    arrays = _read_file(path)
+    if set(SPLIT_KEYS) <= arrays.keys():
+        parts = {}
+        for part in ("train", "val", "test"):
+            x = _inputs(arrays[f"x_{part}"], f"x_{part} in {path}")
+            y = _labels(arrays[f"y_{part}"], f"y_{part} in {path}", len(x))
+            parts[part] = Split(torch.from_numpy(x), torch.from_numpy(y))
+        shapes = {tuple(split.x.shape[1:]) for split in parts.values()}
+        if len(shapes) > 1:
+            raise CwhawqError(f"the splits in {path} have inputs of different shapes {sorted(shapes)}; use one shape")
+        if any(not len(split) for split in parts.values()):
+            raise CwhawqError(f"a split in {path} is empty; every split needs samples")
+        num_classes = max(int(split.y.max()) for split in parts.values()) + 1
+        return DataSplits(name=path.stem, num_classes=num_classes, **parts)
+    if not {"x", "y"} <= arrays.keys():
+        raise CwhawqError(f"dataset file {path} holds {sorted(arrays)}, not x and y; {_FIX}")
+    x = _inputs(arrays["x"], f"x in {path}")
+    return _stratified(path.stem, x, _labels(arrays["y"], f"y in {path}", len(x)), seed)
+
+
+def _stratified(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> DataSplits:
+    """A stratified 60/20/20 train/val/test split of (x, y), fixed by `seed`."""
+    counts = np.bincount(y)
+    if len(y) < 10 or counts[counts > 0].min() < 5:
+        raise CwhawqError(
+            f"dataset {name} has a class with {counts[counts > 0].min()} sample(s) in {len(y)}; a stratified 60/20/20"
+            " split needs at least 5 per class: add samples, or store your own x_train ... y_test splits"
+        )
     index = np.arange(len(y))
     rest, test = train_test_split(index, test_size=0.2, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=0.25, stratify=y[rest], random_state=seed)
@@ -126,6 +207,17 @@ def load_dataset(name: str, seed: int = 0) -> DataSplits:
         test=_split(x, y, test),
         num_classes=int(y.max()) + 1,
     )
+
+
+def load_dataset(name: str, seed: int = 0) -> DataSplits:
+    """Load data set ``name``, a built-in name or a data file (see the module docstring); built-in sets and files
+    without their own splits get a stratified 60/20/20 train/val/test split fixed by ``seed``."""
+    if name in _LOADERS:
+        x, y = _raw(name)
+        return _stratified(name, x, y, seed)
+    if Path(name).suffix in DATASET_FILE_SUFFIXES:
+        return _file_splits(Path(name), seed)
+    raise CwhawqError(f"unknown dataset {name!r}; {_FIX}")
 
 
 def batches(split: Split, batch_size: int, max_batches: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from cwhawq.cli import main
 
@@ -111,6 +113,7 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
         (["--model", "no_such_model"], "no_such_model"),
         (["--model", "digits_cnn", "--checkpoint", "/nonexistent/w.pt"], "checkpoint not found"),
         (["--dataset", "imagenet_please"], "imagenet_please"),
+        (["--model", "tests.toy_models:digits_mlp", "--dataset", "/nonexistent/mine.npz"], "dataset file not found"),
         (["--budget-bits", "1.0"], "below"),
         (["--budget-bits", "32"], "FP32"),
         (["--model", "tests.toy_models:no_layers", "--dataset", "digits"], "quantizable"),
@@ -242,6 +245,19 @@ def test_weights_outside_the_layers_are_reported_as_fp32(capsys, tmp_path, commo
     assert result["totals"]["unquantized_weights"] == left_fp32
     assert result["totals"]["unquantized_fp32_bytes"] == 4 * left_fp32
     assert f"{4 * left_fp32 / 1e3:.1f} kB of other weights kept FP32" in stdout
+
+
+def test_own_data_file_with_integer_tokens(capsys, tmp_path, common):
+    # A user's data from the command line: digits' pixel values as token ids in an .npz, split by cwhawq.
+    digits = load_digits()
+    np.savez(tmp_path / "tokens.npz", x=digits.data.astype(np.int64), y=digits.target)
+    args = ["--model", "tests.toy_models:token_gru", "--dataset", str(tmp_path / "tokens.npz"), "--method", "uniform"]
+    with pytest.warns(UserWarning, match=r"embed\.weight"):
+        status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(tmp_path / "o"), "--quiet")
+    assert status == 0, stderr
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert [layer["name"] for layer in result["layers"]] == ["gru.weight_ih_l0", "gru.weight_hh_l0", "head"]
+    assert result["dataset"] == "tokens" and result["totals"]["unquantized_weights"] == 17 * 8
 
 
 def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):

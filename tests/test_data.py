@@ -109,6 +109,71 @@ def test_unknown_dataset_lists_choices() -> None:
     assert all(name in str(info.value) for name in DATASETS)
 
 
+def test_file_with_x_and_y_is_split_like_a_built_in(tmp_path: Path) -> None:
+    digits = load_digits()
+    np.savez(tmp_path / "mine.npz", x=(digits.data / 16.0).reshape(-1, 1, 8, 8), y=digits.target)
+    mine, builtin = load_dataset(str(tmp_path / "mine.npz"), seed=2), load_dataset("digits", seed=2)
+    assert mine.name == "mine" and mine.num_classes == 10
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(mine, part).x, getattr(builtin, part).x)
+        assert torch.equal(getattr(mine, part).y, getattr(builtin, part).y)
+
+
+def test_file_with_its_own_splits_keeps_them(tmp_path: Path) -> None:
+    # torch.save of a dict of tensors; integer inputs (token ids) stay integers
+    generator = torch.Generator().manual_seed(0)
+    arrays = {}
+    for part, n in (("train", 30), ("val", 12), ("test", 9)):
+        arrays[f"x_{part}"] = torch.randint(0, 50, (n, 7), generator=generator)
+        arrays[f"y_{part}"] = torch.arange(n) % 3
+    torch.save(arrays, tmp_path / "own.pt")
+    splits = load_dataset(str(tmp_path / "own.pt"))
+    assert splits.num_classes == 3 and splits.input_shape == (7,)
+    for part in ("train", "val", "test"):
+        split = getattr(splits, part)
+        assert split.x.dtype == torch.int64 and torch.equal(split.x, arrays[f"x_{part}"])
+        assert torch.equal(split.y, arrays[f"y_{part}"])
+
+
+def _save(path: Path, **arrays: np.ndarray) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"inputs": np.zeros((20, 2)), "labels": np.zeros(20)}, "not x and y"),
+        ({"x": np.full((20, 2), np.nan), "y": np.arange(20) % 2}, "NaN or infinite"),
+        ({"x": np.zeros((20, 2)), "y": np.arange(19) % 2}, "one label each"),
+        ({"x": np.zeros((20, 2)), "y": np.linspace(0, 1, 20)}, "class indices"),
+        ({"x": np.zeros((20, 2)), "y": -(np.arange(20) % 2)}, "class indices"),
+        ({"x": np.zeros((20, 2)), "y": np.append(np.zeros(19), 1).astype(int)}, "at least 5 per class"),
+        ({"x": np.array([["a", "b"]] * 20), "y": np.arange(20) % 2}, "dtype"),
+    ],
+)
+def test_bad_data_file_gives_one_line_error(tmp_path: Path, arrays: dict, message: str) -> None:
+    with pytest.raises(CwhawqError, match=message) as info:
+        load_dataset(_save(tmp_path / "bad.npz", **arrays))
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_or_missing_data_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.npz").write_text("not a zip")
+    with pytest.raises(CwhawqError, match="cannot read dataset file"):
+        load_dataset(str(tmp_path / "broken.npz"))
+    with pytest.raises(CwhawqError, match="dataset file not found"):
+        load_dataset(str(tmp_path / "missing.pt"))
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CwhawqError, match="not a dict of arrays"):
+        load_dataset(str(tmp_path / "list.pt"))
+    own = {f"x_{part}": np.zeros((4, 2)) for part in ("train", "val", "test")}
+    own |= {f"y_{part}": np.zeros(4, int) for part in ("train", "val", "test")}
+    own["x_test"] = np.zeros((4, 3))
+    with pytest.raises(CwhawqError, match="different shapes"):
+        load_dataset(_save(tmp_path / "shapes.npz", **own))
+
+
 def small_split(n: int) -> Split:
     return Split(x=torch.arange(n, dtype=torch.float32).view(n, 1), y=torch.arange(n))
 

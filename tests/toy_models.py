@@ -71,3 +71,21 @@ class DigitsPositionEmbedding(nn.Module):
 def digits_position_embedding() -> nn.Module:
     """A model for digits (random weights) with a weight outside the quantized layers."""
     return DigitsPositionEmbedding()
+
+
+class TokenGRU(nn.Module):
+    """Sequences of integer token ids (0-16, e.g. digits' 64 pixel values) through an embedding, a GRU and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(17, 8)
+        self.gru = nn.GRU(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, tokens):
+        return self.head(self.gru(self.embed(tokens))[0][:, -1])
+
+
+def token_gru() -> nn.Module:
+    """A text-like model on integer inputs (random weights); its embedding table stays FP32."""
+    return TokenGRU()
