@@ -1,9 +1,12 @@
-"""Discovery of the quantizable layers of a model (Conv1d/2d/3d and transposed, Linear, the projections of
-`nn.MultiheadAttention`, and the weight matrices of LSTM, GRU and RNN modules and cells) and their static properties.
+"""Discovery of the quantizable layers of a model (Conv1d/2d/3d and transposed, Linear, Embedding and EmbeddingBag,
+the projections of `nn.MultiheadAttention`, and the weight matrices of LSTM, GRU and RNN modules and cells) and their
+static properties.
 
 A layer is named by its module's qualified name, whose `weight` it quantizes, or, for a weight that is a bare
 parameter (an attention module's packed `in_proj_weight`, a recurrent module's `weight_ih_l0`...), by that
-parameter's qualified name (`layer_weight`); each row of such a matrix is one output channel.
+parameter's qualified name (`layer_weight`); each row of such a matrix is one output channel. An embedding's rows
+are its tokens' vectors: a lookup has no multiply-accumulates, and rows of tokens the data never uses have a zero
+trace.
 """
 
 from __future__ import annotations
@@ -20,7 +23,18 @@ from torch.nn.utils.rnn import PackedSequence
 from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+QUANTIZABLE = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.Embedding,
+    nn.EmbeddingBag,
+)
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 #: Modules whose weights are bare parameters used as linear maps, each quantized as a layer of its own.
 MATRIX_OWNERS = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
@@ -46,8 +60,10 @@ class LayerInfo:
 
 
 def layer_kind(module: nn.Module) -> str:
-    """Classify a quantizable module as "linear" (attention and recurrent matrices too), "conv", "depthwise" or
-    "grouped"."""
+    """Classify a quantizable module as "linear" (attention and recurrent matrices too), "embedding", "conv",
+    "depthwise" or "grouped"."""
+    if isinstance(module, EMBEDDINGS):
+        return "embedding"
     if isinstance(module, (nn.Linear, *MATRIX_OWNERS)):
         return "linear"
     if module.groups == 1:
@@ -59,6 +75,8 @@ def layer_kind(module: nn.Module) -> str:
 
 def _macs(module: nn.Module, inputs: torch.Tensor, out: torch.Tensor) -> int:
     """Multiply-accumulates of one call, for a batch of one sample."""
+    if isinstance(module, EMBEDDINGS):  # a lookup (EmbeddingBag's sums are additions, not products)
+        return 0
     if isinstance(module, nn.Linear):
         return out.numel() * module.in_features
     if isinstance(module, nn.modules.conv._ConvTransposeNd):  # every input value meets a kernel per output group
@@ -118,7 +136,7 @@ def discover_layers(
         macs[name] += calls_macs
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        input_size = () if isinstance(module, nn.Linear) else tuple(args[0].shape[2:])
+        input_size = () if isinstance(module, (nn.Linear, *EMBEDDINGS)) else tuple(args[0].shape[2:])
         record(names[module], module.weight, module, _macs(module, args[0], out), input_size)
 
     def matrix_hook(module: nn.Module, args: tuple, kwargs: dict, out: tuple) -> None:
@@ -168,8 +186,8 @@ def discover_layers(
 
     if not order:
         raise CwhawqError(
-            f"no quantizable layer (Conv1d/2d/3d, Linear, attention) ran in a forward pass of {type(model).__name__}; "
-            "check the model and its input shape"
+            "no quantizable layer (convolution, Linear, embedding, attention, recurrent) ran in a forward pass of "
+            f"{type(model).__name__}; check the model and its input shape"
         )
     for pattern in pin:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in order):
@@ -181,8 +199,9 @@ def _describe(
     name: str, module: nn.Module, weight: torch.Tensor, macs: int, input_size: tuple[int, ...], pin: Mapping[str, int]
 ) -> LayerInfo:
     # Channels are the weight's rows: a bare matrix (attention, recurrent) is a linear map, one output channel per
-    # row; a transposed convolution's weight is (in, out / groups, kernel...), so its rows are its input channels.
-    is_linear = isinstance(module, (nn.Linear, *MATRIX_OWNERS))
+    # row; a transposed convolution's weight is (in, out / groups, kernel...), so its rows are its input channels;
+    # an embedding's rows are its tokens.
+    is_linear = isinstance(module, (nn.Linear, *MATRIX_OWNERS, *EMBEDDINGS))
     return LayerInfo(
         name=name,
         kind=layer_kind(module),
@@ -202,7 +221,7 @@ def _describe(
 
 def unquantized_weights(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, int]:
     """Every weight tensor (2+ dims) of `model` that is not the weight of one of `layers`, with its size: what
-    stays FP32 outside the budget (embeddings, position embeddings, layers that never ran). Biases and
+    stays FP32 outside the budget (position embeddings and other bare parameters, layers that never ran). Biases and
     normalisation parameters (1 dim) are not listed."""
     quantized = {id(layer_weight(model, layer.name)) for layer in layers}
     return {

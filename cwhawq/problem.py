@@ -202,8 +202,8 @@ def prepare_problem(
         listed = ", ".join(list(left_fp32)[:3]) + (", ..." if len(left_fp32) > 3 else "")
         warnings.warn(
             f"{len(left_fp32)} weight tensor(s) ({sum(left_fp32.values()):,} values: {listed}) are not in a "
-            "convolution, Linear or attention layer that runs, so they stay FP32 outside the budget; result.json "
-            "reports their size (totals.unquantized_fp32_bytes)",
+            "layer that runs (convolution, Linear, embedding, attention, recurrent), so they stay FP32 outside the "
+            "budget; result.json reports their size (totals.unquantized_fp32_bytes)",
             stacklevel=2,
         )
     trace_batches = batches(data.train, settings.traces.batch_size, settings.traces.num_batches)

@@ -21,6 +21,7 @@ OBSERVATION_VERSION = "v1"
 OBSERVATION_VERSIONS: tuple[str, ...] = ("v1", "v2")
 #: Deterministic baselines (`cwhawq.baselines`) whose per-layer level is a "v2" feature.
 HINT_METHODS: tuple[str, ...] = ("greedy-channel", "ilp-layer")
+#: Layer kinds with a one-hot feature; an "embedding" has none of them (all zero), which kept the versions' sizes.
 KINDS: tuple[str, ...] = ("linear", "conv", "depthwise", "grouped")
 STATIC_FEATURES: tuple[str, ...] = (
     "relative_depth",

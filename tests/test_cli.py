@@ -247,17 +247,20 @@ def test_weights_outside_the_layers_are_reported_as_fp32(capsys, tmp_path, commo
     assert f"{4 * left_fp32 / 1e3:.1f} kB of other weights kept FP32" in stdout
 
 
-def test_own_data_file_with_integer_tokens(capsys, tmp_path, common):
+def test_own_data_file_and_a_token_model(capsys, tmp_path, common):
     # A user's data from the command line: digits' pixel values as token ids in an .npz, split by cwhawq.
     digits = load_digits()
     np.savez(tmp_path / "tokens.npz", x=digits.data.astype(np.int64), y=digits.target)
-    args = ["--model", "tests.toy_models:token_gru", "--dataset", str(tmp_path / "tokens.npz"), "--method", "uniform"]
-    with pytest.warns(UserWarning, match=r"embed\.weight"):
-        status, stdout, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(tmp_path / "o"), "--quiet")
+    args = ["--model", "tests.toy_models:token_gru", "--dataset", str(tmp_path / "tokens.npz")]
+    args += ["--method", "greedy-channel"]
+    status, _, stderr = run_cli(capsys, "baseline", *common, *args, "--out", str(tmp_path / "o"), "--quiet")
     assert status == 0, stderr
     result = json.loads((tmp_path / "o" / "result.json").read_text())
-    assert [layer["name"] for layer in result["layers"]] == ["gru.weight_ih_l0", "gru.weight_hh_l0", "head"]
-    assert result["dataset"] == "tokens" and result["totals"]["unquantized_weights"] == 17 * 8
+    names = [layer["name"] for layer in result["layers"]]
+    assert names == ["embed", "gru.weight_ih_l0", "gru.weight_hh_l0", "head"]  # the embedding table too
+    assert result["layers"][0]["kind"] == "embedding" and result["totals"]["unquantized_weights"] == 0
+    assert result["dataset"] == "tokens" and result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
+    assert result["accuracy"]["quantized_val_kl"] > 0  # quantization reached the forward pass
 
 
 def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):

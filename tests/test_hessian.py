@@ -18,7 +18,7 @@ from cwhawq import hessian
 from cwhawq.errors import CwhawqError
 from cwhawq.hessian import ChannelTraces, cached_channel_traces, channel_traces
 from cwhawq.layers import LayerInfo, discover_layers
-from tests.toy_models import DigitsTransformer
+from tests.toy_models import DigitsTransformer, TokenGRU
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -436,3 +436,15 @@ def test_attention_model_traces_are_finite():
                                   "encoder.linear1", "encoder.linear2", "head"}  # fmt: skip
     assert result.traces["encoder.self_attn.in_proj_weight"].shape == (48,)
     assert all(np.isfinite(values).all() for values in result.traces.values())
+
+
+def test_embedding_rows_of_unseen_tokens_have_zero_trace():
+    torch.manual_seed(0)
+    model = TokenGRU().eval()
+    tokens, y = torch.randint(0, 12, (16, 5)), torch.randint(0, 10, (16,))  # ids 12-16 never occur
+    layers = discover_layers(model, tokens)
+    result = channel_traces(model, layers, [(tokens, y)], max_probes=3, progress=False)
+    embed = result.traces["embed"]
+    assert embed.shape == (17,) and np.all(embed[12:] == 0)
+    seen = np.unique(tokens.numpy())
+    assert np.all(embed[seen] != 0)

@@ -328,6 +328,27 @@ def test_packed_sequence_and_attention_with_other_key_widths() -> None:
     assert unquantized_weights(model, list(layers.values())) == {}
 
 
+def test_embedding_rows_are_channels_with_no_macs() -> None:
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tokens = nn.Embedding(30, 6)
+            self.bag = nn.EmbeddingBag(20, 4, mode="sum")
+            self.head = nn.Linear(10, 3)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.cat([self.tokens(ids).mean(1), self.bag(ids % 20)], dim=1))
+
+    model = Bag()
+    layers = {layer.name: layer for layer in discover_layers(model, torch.randint(0, 30, (2, 7)))}
+    assert list(layers) == ["tokens", "bag", "head"]
+    tokens, bag = layers["tokens"], layers["bag"]
+    assert (tokens.kind, tokens.out_channels, tokens.in_channels, tokens.params_per_channel) == ("embedding", 30, 6, 6)
+    assert (bag.kind, bag.out_channels, bag.params, bag.macs, tokens.macs) == ("embedding", 20, 80, 0, 0)
+    assert tokens.kernel_size == () and tokens.input_size == ()
+    assert unquantized_weights(model, list(layers.values())) == {}
+
+
 def test_layer_weight_of_an_unknown_layer_is_a_one_line_error() -> None:
     with pytest.raises(CwhawqError, match="no layer 'missing.in_proj_weight'"):
         layer_weight(Toy(), "missing.in_proj_weight")
