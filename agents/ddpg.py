@@ -1,7 +1,8 @@
 """The DDPG agent: stable-baselines3's DDPG with HAQ's schedule (warm-up, decaying noise, split learning rates).
 
 Defaults (`cwhawq.settings.AgentSettings`) follow HAQ: 20 warm-up episodes of uniform random actions, Gaussian
-exploration noise whose sigma shrinks by 0.99 per episode after warm-up, discount 1 (the only reward is
+exploration noise whose sigma shrinks by 0.99 per episode after warm-up (unlike HAQ, added to only two layers per
+episode, chosen at random: `AgentSettings.noise_layers`, docs/BENCHMARKS.md change 25), discount 1 (the only reward is
 terminal), tau 0.01, batch 64, actor and critic learning rates 1e-4 and 1e-3, 300x300 networks. The agent trains
 once per episode with as many gradient steps as the episode had steps (times `updates_per_step`).
 """
@@ -25,6 +26,13 @@ class DecayingNormalNoise(ActionNoise):
     episode, get noise; the others take the policy's action as it is (a sparse, local move from the policy's
     assignment). 0 perturbs every step, as HAQ does.
     """
+
+    # Class-level defaults: a noise pickled into a policy.zip before sparse noise existed unpickles without these
+    # attributes and then acts as it did (every step perturbed).
+    layers: int = 0
+    steps_per_episode: int = 1
+    _step: int = 0
+    _noisy_steps: frozenset[int] = frozenset()
 
     def __init__(
         self,

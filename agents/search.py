@@ -41,8 +41,12 @@ COARSE_DIR = "coarse"
 #: The coarse phase starts from the best layer-wise baseline, as the layer-wise DDPG does.
 COARSE_WARM_START = "ilp-layer"
 #: Settings whose value, in a state saved before the setting was recorded, differs from today's default: a
-#: search saved before "objective" existed chose by accuracy, not by today's "kl".
-SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {("problem", "objective"): "accuracy"}
+#: search saved before "objective" existed chose by accuracy, not by today's "kl", and one saved before
+#: "noise_layers" existed put noise on every layer.
+SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
+    ("problem", "objective"): "accuracy",
+    ("agent", "noise_layers"): 0,
+}
 
 
 def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any]:

@@ -113,6 +113,7 @@ def _search(args: argparse.Namespace) -> None:
         agent=AgentSettings(
             warmup_episodes=args.warmup_episodes,
             noise_sigma=args.noise_sigma,
+            noise_layers=args.noise_layers,
             warm_start=None if args.warm_start == "none" else args.warm_start,
             action=args.action,
             observation=args.observation,
@@ -278,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--episodes", type=int, default=300)
     group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
     group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
+    group.add_argument(
+        "--noise-layers",
+        type=int,
+        default=AgentSettings.noise_layers,
+        help="layers per episode whose action gets exploration noise, chosen at random (0: every layer, as HAQ)",
+    )
     group.add_argument(
         "--warm-start",
         default=AgentSettings.warm_start,

@@ -30,8 +30,8 @@ class AgentSettings:
     deterministic baseline is evaluated as it is and replayed in the environment, and the best replay on validation
     starts it (agents/warm_start.py); None keeps HAQ's uniform random warm-up. After a warm start, warm-up episodes
     explore around it, except a `warmup_random_share` of them, which sample uniformly, as does a `random_share` of
-    the later episodes. With `noise_layers` > 0, exploration noise moves only that many layers per episode, chosen
-    at random (0: every layer, as HAQ). `action` is the
+    the later episodes. Exploration noise moves `noise_layers` layers per episode, chosen at random (0: every layer,
+    as HAQ; 2 by default, docs/BENCHMARKS.md change 25). `action` is the
     channel-granularity action parameterisation of the environment: "level" (one scalar per layer) or "shares"
     (one share per bit-width); see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
     `observation` is the environment's observation version (`envs.observation.OBSERVATION_VERSIONS`): "v2" adds the
@@ -45,7 +45,7 @@ class AgentSettings:
     warmup_episodes: int = 20
     noise_sigma: float = 0.5
     noise_decay: float = 0.99
-    noise_layers: int = 0
+    noise_layers: int = 2
     gamma: float = 1.0
     tau: float = 0.01
     actor_lr: float = 1e-4

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import statistics
 import sys
@@ -272,7 +273,8 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
                 )
         lines.append("")
     for image in images:
-        lines.append(f"![{image.stem}]({image.relative_to(config.markdown.parent)})")
+        # relpath, not Path.relative_to: the Markdown file may lie outside the output folder (e.g. --markdown /tmp/x.md)
+        lines.append(f"![{image.stem}]({os.path.relpath(image.resolve(), config.markdown.resolve().parent)})")
     return "\n".join(lines)
 
 

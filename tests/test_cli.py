@@ -120,6 +120,7 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
         (["--bits", "1", "4"], "[2, 16]"),
         (["--coarse-share", "1.5"], "coarse share"),
         (["--noise-sigma", "-1"], "noise sigma"),
+        (["--noise-layers", "-1"], "noise layers"),
         (["--episodes", "0"], "episodes must be at least 1"),
         (["--pin", "*=6", "--budget-bits", "7"], "every layer is pinned"),
         (["--bits", "4", "--budget-bits", "4"], "at least two candidate bit-widths"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agents.policy_bundle import load_bundle, save_bundle
 from agents.search import SearchRun
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import AgentSettings, SearchSettings
@@ -85,6 +86,26 @@ def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem
     old = settings_for(out, episodes=12, resume=True)
     old.problem.objective = "accuracy"
     assert SearchRun(dataclasses.replace(digits_problem, objective="accuracy"), old).run()["search"]["episodes"] == 12
+
+
+def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=12)).run()
+    state = json.loads((out / "state.json").read_text())
+    del state["settings"]["agent"]["noise_layers"]  # as saved before the setting existed
+    (out / "state.json").write_text(json.dumps(state))
+    env = ChannelBitsEnv(digits_problem)
+    model, metadata = load_bundle(out / "policy.zip", env)
+    for name in ("layers", "steps_per_episode", "_step", "_noisy_steps"):  # the noise as pickled then
+        del model.action_noise.__dict__[name]
+    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
+    with pytest.raises(CwhawqError, match=r"other settings \(agent.noise_layers\)"):
+        SearchRun(digits_problem, settings_for(out, episodes=16, resume=True))
+    old = settings_for(out, episodes=16, resume=True)
+    old.agent.noise_layers = 0
+    run = SearchRun(digits_problem, old)
+    assert run.model.action_noise.layers == 0
+    assert run.run()["search"]["episodes"] == 16
 
 
 def test_a_search_shorter_than_its_warm_start_warns(digits_problem, tmp_path):
