@@ -171,13 +171,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
     )
+    parser.add_argument(
+        "--noise-layers",
+        type=int,
+        default=AgentSettings.noise_layers,
+        help="layers per episode that get exploration noise (0: all)",
+    )
     parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
     parser.add_argument(
         "--objective", default=ProblemSettings.objective, choices=OBJECTIVES, help="what searches maximise on val"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    agent = AgentSettings(action=args.action, observation=args.observation)
+    agent = AgentSettings(action=args.action, observation=args.observation, noise_layers=args.noise_layers)
     if args.quick:
         args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 45
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"

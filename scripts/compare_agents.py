@@ -29,14 +29,24 @@ ACCURACY_DEFAULT = "git checkout f80eb31 && "
 #: Searches with the accuracy objective: the main benchmark's stochastic rows before change 22.
 ACCURACY_COMMAND = (
     "python scripts/benchmark.py --objective accuracy --methods random ddpg-layer ddpg-channel --seeds 5"
-    " --out docs/benchmark/objective_accuracy"
+    " --noise-layers 0 --out docs/benchmark/objective_accuracy"
 )
-#: The transfer benchmark (policy trained on digits_cnn) with the default "kl" objective (change 22).
-TRANSFER_KL_COMMAND = "python scripts/benchmark_transfer.py --work runs/transfer_kl"
+#: The transfer benchmark (policy trained on digits_cnn) with the default "kl" objective (change 22), noise on every
+#: layer (before change 25).
+TRANSFER_KL_COMMAND = (
+    "python scripts/benchmark_transfer.py --noise-layers 0 --work runs/transfer_kl"
+    " (rows moved to docs/benchmark/noise_layers_0/transfer.jsonl)"
+)
+#: The main benchmark before change 25 (its rows kept in docs/benchmark/noise_layers_0).
+NOISE_EVERY_LAYER_COMMAND = (
+    "python scripts/benchmark.py --seeds 5 --noise-layers 0 (rows moved to docs/benchmark/noise_layers_0)"
+)
+#: The transfer benchmark with today's defaults (noise on two layers per episode, change 25).
+TRANSFER_COMMAND = "python scripts/benchmark_transfer.py --work runs/transfer_sparse"
 #: The searches that choose by KL divergence from the full-precision predictions (change 20).
 KL_COMMAND = (
     "python scripts/benchmark.py --objective kl --models digits_cnn lenet5 resnet_mini"
-    " --methods random ddpg-layer ddpg-channel --seeds 5 --out docs/benchmark/objective_kl"
+    " --methods random ddpg-layer ddpg-channel --seeds 5 --noise-layers 0 --out docs/benchmark/objective_kl"
 )
 
 #: name -> (raw rows, command that produced them, method rows to take)
@@ -44,13 +54,14 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "shares, no warm start (HAQ's random warm-up)": (
         "docs/benchmark/no_warm_start/results.jsonl",
         "python scripts/benchmark.py --objective accuracy --methods ddpg-channel --warm-start none --action shares"
-        " --out docs/benchmark/no_warm_start",
+        " --noise-layers 0 --out docs/benchmark/no_warm_start",
         "ddpg-channel",
     ),
     "shares, warm start: greedy-channel": (
         "docs/benchmark/greedy_warm_start/results.jsonl",
         "python scripts/benchmark.py --objective accuracy --methods ddpg-channel --warm-start greedy-channel"
-        " --action shares --out docs/benchmark/greedy_warm_start (the rows were measured at commit 19195df)",
+        " --action shares --noise-layers 0 --out docs/benchmark/greedy_warm_start (the rows were measured at commit"
+        " 19195df)",
         "ddpg-channel",
     ),
     "shares, warm start: best baseline": (
@@ -79,7 +90,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "random search, shares": (
         "docs/benchmark/shares_action/results.jsonl",
         "python scripts/benchmark.py --objective accuracy --methods ddpg-channel random --action shares"
-        " --out docs/benchmark/shares_action",
+        " --noise-layers 0 --out docs/benchmark/shares_action",
         "random",
     ),
     "random search, level": ("docs/benchmark/objective_accuracy/results.jsonl", ACCURACY_COMMAND, "random"),
@@ -124,7 +135,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "coarse to fine, 15% layer-wise, replayed start": (
         "docs/benchmark/coarse_share_0.15_replayed_start/results.jsonl",
         "python scripts/benchmark.py --objective accuracy --methods ddpg-channel --coarse-share 0.15"
-        " --models resnet_mini --seeds 5 --out docs/benchmark/coarse_share_0.15_replayed_start",
+        " --models resnet_mini --seeds 5 --noise-layers 0 --out docs/benchmark/coarse_share_0.15_replayed_start",
         "ddpg-channel",
     ),
     "observation v2, start as is": (
@@ -154,15 +165,17 @@ DISTILLED_V2_COMMAND = (
     " --reference docs/benchmark/results.jsonl --work runs/distilled_v2 --markdown docs/BENCHMARKS.md"
     " --section transfer-distilled (rows moved to docs/benchmark/transfer_distilled_v2/objective_accuracy.jsonl)"
 )
+#: Measured before change 25: noise on every layer, and the main benchmark's rows of then as the reference.
+BEFORE_SPARSE_NOISE = " --noise-layers 0 --reference docs/benchmark/noise_layers_0/results.jsonl"
 DISTILLED_V2_KL_COMMAND = (
     "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini --targets digits_cnn lenet5"
-    " resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2 --reference docs/benchmark/results.jsonl"
+    f" resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_v2{BEFORE_SPARSE_NOISE}"
     " --work runs/distilled_v2_kl --markdown docs/BENCHMARKS.md --section transfer-distilled"
 )
 DISTILLED_5_MODELS_COMMAND = (
     "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini mlp1d cnn1d --targets"
-    " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_5models"
-    " --reference docs/benchmark/results.jsonl --work runs/distilled_5models --markdown docs/BENCHMARKS.md"
+    f" digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_5models"
+    f"{BEFORE_SPARSE_NOISE} --work runs/distilled_5models --markdown docs/BENCHMARKS.md"
     " --section transfer-distilled-5models"
 )
 DISTILLED_V2_UNFITTED_COMMAND = (
@@ -225,9 +238,14 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         f"{ACCURACY_DEFAULT}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/objective_accuracy)",
         "policy-finetune",
     ),
-    "level, fine-tune, objective kl (default)": (
-        "docs/benchmark/transfer.jsonl",
+    "level, fine-tune, objective kl, noise on every layer": (
+        "docs/benchmark/noise_layers_0/transfer.jsonl",
         TRANSFER_KL_COMMAND,
+        "policy-finetune",
+    ),
+    "level, fine-tune, noise on two layers per episode (default)": (
+        "docs/benchmark/transfer.jsonl",
+        TRANSFER_COMMAND,
         "policy-finetune",
     ),
     "distilled from the two other models, fine-tune, start as is": (
@@ -291,9 +309,14 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         f"{ACCURACY_DEFAULT}python scripts/benchmark_transfer.py (rows moved to docs/benchmark/objective_accuracy)",
         "policy-zero-shot",
     ),
-    "level, zero-shot, objective kl (default)": (
-        "docs/benchmark/transfer.jsonl",
+    "level, zero-shot, objective kl, noise on every layer": (
+        "docs/benchmark/noise_layers_0/transfer.jsonl",
         TRANSFER_KL_COMMAND,
+        "policy-zero-shot",
+    ),
+    "level, zero-shot, noise on two layers per episode (default)": (
+        "docs/benchmark/transfer.jsonl",
+        TRANSFER_COMMAND,
         "policy-zero-shot",
     ),
     "distilled from the two other models, zero-shot, start as is": (
@@ -337,7 +360,12 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         ACCURACY_COMMAND,
         "ddpg-channel",
     ),
-    "from scratch (300 evals, objective kl, default)": (
+    "from scratch (300 evals, objective kl, noise on every layer)": (
+        "docs/benchmark/noise_layers_0/results.jsonl",
+        NOISE_EVERY_LAYER_COMMAND,
+        "ddpg-channel",
+    ),
+    "from scratch (300 evals, default)": (
         "docs/benchmark/results.jsonl",
         "python scripts/benchmark.py --seeds 5",
         "ddpg-channel",
@@ -346,16 +374,29 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
 
 #: Search variants under the "kl" objective, five seeds, compared on validation only (`search_table`).
 KL_SEARCH_VARIANTS: dict[str, tuple[str, str]] = {
-    "default": ("docs/benchmark/results.jsonl", "python scripts/benchmark.py --seeds 5"),
+    "noise on every layer (before change 25)": (
+        "docs/benchmark/noise_layers_0/results.jsonl",
+        NOISE_EVERY_LAYER_COMMAND,
+    ),
     "no noise decay": (
         "docs/benchmark/noise_decay_1_kl/results.jsonl",
         "python scripts/benchmark.py --methods ddpg-channel --models lenet5 --seeds 5 --noise-decay 1.0"
-        " --out docs/benchmark/noise_decay_1_kl",
+        " --noise-layers 0 --out docs/benchmark/noise_decay_1_kl",
     ),
     "half the episodes after warm-up uniform random": (
         "docs/benchmark/random_share_0.5/results.jsonl",
         "python scripts/benchmark.py --methods ddpg-channel --models digits_cnn lenet5 resnet_mini --seeds 5"
-        " --random-share 0.5 --out docs/benchmark/random_share_0.5",
+        " --random-share 0.5 --noise-layers 0 --out docs/benchmark/random_share_0.5",
+    ),
+    "noise on one layer per episode": (
+        "docs/benchmark/noise_layers_1/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --models digits_cnn lenet5 resnet_mini --seeds 5"
+        " --noise-layers 1 --out docs/benchmark/noise_layers_1",
+    ),
+    "noise on two layers per episode (default since change 25)": (
+        "docs/benchmark/results.jsonl",
+        "python scripts/benchmark.py --seeds 5 (the same rows as --methods ddpg-channel --noise-layers 2"
+        " --out docs/benchmark/noise_layers_2)",
     ),
 }
 
@@ -412,7 +453,7 @@ def search_table(variants: dict[str, tuple[str, str]], root: Path) -> str:
     lines = [
         'Search variants with the "kl" objective, five seeds, on validation only: the channel-wise DDPG\'s mean best',
         "score (minus the KL divergence) and, in brackets, its runs that reach the same seed's random-search best",
-        "within half of random search's evaluations (changes 23 and 24):",
+        "within half of random search's evaluations (changes 23-25):",
         "",
         "| model | budget | " + " | ".join(variants) + " |",
         "|---" * (len(variants) + 2) + "|",
