@@ -125,11 +125,11 @@ def _split(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> Split:
 
 
 def _inputs(x: np.ndarray, name: str) -> np.ndarray:
-    """Float inputs as float32, integer ones (token ids) as int64; NaN or infinite values refused."""
+    """Float (and boolean) inputs as float32, integer ones (token ids) as int64; NaN or infinite values refused."""
     x = np.asarray(x)
-    if x.dtype.kind in "iub":
+    if x.dtype.kind in "iu":
         return np.ascontiguousarray(x, dtype=np.int64)
-    if x.dtype.kind != "f":
+    if x.dtype.kind not in "fb":
         raise CwhawqError(f"dataset inputs {name} have dtype {x.dtype}; store them as floats (or integer token ids)")
     if not np.isfinite(x).all():
         raise CwhawqError(f"dataset inputs {name} hold NaN or infinite values; clean or impute them first")
@@ -193,6 +193,8 @@ def _stratified(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> DataSplit
     """A stratified 60/20/20 train/val/test split of (x, y), fixed by `seed`."""
     counts = np.bincount(y)
     if len(y) < 10 or counts[counts > 0].min() < 5:
+        if not len(y):
+            raise CwhawqError(f"dataset {name} is empty; store inputs x and labels y with samples in them")
         raise CwhawqError(
             f"dataset {name} has a class with {counts[counts > 0].min()} sample(s) in {len(y)}; a stratified 60/20/20"
             " split needs at least 5 per class: add samples, or store your own x_train ... y_test splits"

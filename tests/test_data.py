@@ -150,6 +150,7 @@ def _save(path: Path, **arrays: np.ndarray) -> str:
         ({"x": np.zeros((20, 2)), "y": -(np.arange(20) % 2)}, "class indices"),
         ({"x": np.zeros((20, 2)), "y": np.append(np.zeros(19), 1).astype(int)}, "at least 5 per class"),
         ({"x": np.array([["a", "b"]] * 20), "y": np.arange(20) % 2}, "dtype"),
+        ({"x": np.zeros((0, 2)), "y": np.zeros(0, int)}, "is empty"),
     ],
 )
 def test_bad_data_file_gives_one_line_error(tmp_path: Path, arrays: dict, message: str) -> None:
