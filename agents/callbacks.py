@@ -31,7 +31,8 @@ def layer_bits_figure(assignment: Assignment, layer_names: list[str]) -> plt.Fig
 
 
 class SearchCallback(BaseCallback):
-    """Logs every finished episode, saves each new best assignment, and checkpoints every `checkpoint_every` episodes.
+    """Logs every finished episode, saves each new best assignment, and checkpoints every `checkpoint_every` episodes
+    (once the agent has trained on the episode, when the next one starts).
 
     `earlier` holds (terminal info, reward) of evaluations already in the record but not yet logged (a warm
     start's); they are logged first, as the first episodes. With `imitate`, every episode that sets a new best
@@ -71,6 +72,7 @@ class SearchCallback(BaseCallback):
         self.imitate = imitate
         self.label = label
         self._episode: list[tuple[np.ndarray, np.ndarray]] = []
+        self._checkpoint_due: int | None = None
         self._writer: SummaryWriter | None = None
         self._bar: tqdm | None = None
 
@@ -110,9 +112,16 @@ class SearchCallback(BaseCallback):
             if self.imitate is not None:
                 self.imitate(np.stack([obs for obs, _ in episode_steps]), np.stack([a for _, a in episode_steps]))
         if self.record.episodes % self.checkpoint_every == 0:
-            self.checkpoint()
-            self._log_best_figure(episode)
+            self._checkpoint_due = episode
         return True
+
+    def _on_rollout_start(self) -> None:
+        # A due checkpoint is written here, after stable-baselines3 has reset the exploration noise and trained on the
+        # finished episode, so that a search resumed from it goes on exactly as the uninterrupted one.
+        if self._checkpoint_due is not None:
+            self.checkpoint()
+            self._log_best_figure(self._checkpoint_due)
+            self._checkpoint_due = None
 
     def _log(self, episode: int, info: dict, reward: float) -> None:
         writer = self._writer
@@ -135,7 +144,7 @@ class SearchCallback(BaseCallback):
             )
 
     def _on_training_end(self) -> None:
-        if self.record.episodes % self.checkpoint_every:  # a checkpoint just logged it otherwise
-            self._log_best_figure(max(self.record.episodes - 1, 0))
+        # the search checkpoints after training ends; the best assignment's figure is logged here
+        self._log_best_figure(max(self.record.episodes - 1, 0))
         self._writer.close()
         self._bar.close()

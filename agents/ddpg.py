@@ -57,6 +57,11 @@ class DecayingNormalNoise(ActionNoise):
         self._rng = np.random.default_rng(seed)
 
     @property
+    def step_in_episode(self) -> int:
+        """How many steps of the current episode have drawn noise (0 between episodes)."""
+        return self._step
+
+    @property
     def sigma(self) -> float:
         """The current standard deviation."""
         return self.initial_sigma * self.decay ** max(0, self.episodes - self.warmup_episodes)
@@ -119,6 +124,25 @@ class HaqDDPG(DDPG):
         elif self._random_episode(self.random_share):
             learning_starts = self.num_timesteps + 1
         return super()._sample_action(learning_starts, action_noise, n_envs)
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, Any]:
+        # stable-baselines3 resets the action noise at every learn() call, which counts as one more episode of the
+        # decay schedule; a search continued from a checkpoint (reset_num_timesteps=False) would then explore with
+        # less noise than the uninterrupted search, so it keeps the noise as saved.
+        noise = self.action_noise
+        if not reset_num_timesteps:
+            self.action_noise = None
+        try:
+            return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        finally:
+            self.action_noise = noise
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """stable-baselines3's update, `updates_per_step` times as many gradient steps as environment steps."""

@@ -5,6 +5,7 @@ Files in the output directory:
     best.json           the best assignment so far, rewritten at every improvement
     policy.zip          the agent with its metadata (a policy bundle), at every checkpoint and at the end
     replay_buffer.pkl   the agent's replay buffer, with policy.zip, for --resume
+    generators.pt       the state of the global random generators at the checkpoint, for --resume
     state.json          the search record and settings, with policy.zip, for --resume (written without a
                         record when the search starts: --resume then starts it again)
     evaluations.jsonl   every validation evaluation so far (`cwhawq.evaluation_memo`): a run interrupted before
@@ -18,13 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from agents.callbacks import SearchCallback
-from agents.ddpg import make_agent
+from agents.ddpg import DecayingNormalNoise, make_agent
 from agents.policy_bundle import load_bundle, save_bundle
 from agents.rollout import Outcome, reuse_outcomes, rollout_with_reward
 from agents.warm_start import clone_actions, warm_start
@@ -36,6 +41,8 @@ from cwhawq.settings import SearchSettings
 from cwhawq.tracking import SearchRecord, write_json_atomic
 from envs.channel_bits_env import ChannelBitsEnv
 
+#: The global random generators' state at the last checkpoint (`save_generators`).
+GENERATORS_FILE = "generators.pt"
 #: Sub-directory of a search's output that holds its layer-wise (coarse) phase.
 COARSE_DIR = "coarse"
 #: The coarse phase starts from the best layer-wise baseline, as the layer-wise DDPG does.
@@ -47,6 +54,22 @@ SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
     ("problem", "objective"): "accuracy",
     ("agent", "noise_layers"): 0,
 }
+
+
+def save_generators(path: Path) -> None:
+    """Save the state of Python's, numpy's and torch's global random generators (atomically)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+
+
+def load_generators(path: Path) -> None:
+    """Put back the global generators' state saved by `save_generators`, if `path` exists."""
+    if path.is_file():
+        state = torch.load(path, weights_only=False)  # our own file: tuples and numpy arrays, not only tensors
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
 
 
 def trained_on(problem: QuantProblem, settings: SearchSettings) -> dict[str, Any]:
@@ -195,6 +218,12 @@ class SearchRun:
         self.record = SearchRecord.from_dict(state["record"])
         self.model, _ = load_bundle(self.out / "policy.zip", self.env)
         self.model.load_replay_buffer(self.out / "replay_buffer.pkl")
+        # Loading reseeds the global generators (stable-baselines3 samples the replay buffer from numpy's): put back
+        # their state at the checkpoint. A search saved without it continues, just not as the uninterrupted one would.
+        load_generators(self.out / GENERATORS_FILE)
+        noise = self.model.action_noise
+        if isinstance(noise, DecayingNormalNoise) and noise.step_in_episode:
+            noise.reset()  # stopped within an episode, which is played again from its start
 
     def _coarse_run(self) -> SearchRun:
         """The layer-wise first phase (new, or resumed when `settings.resume`), on its share of the episodes."""
@@ -254,9 +283,10 @@ class SearchRun:
         write_json_atomic(self.out / "best.json", self.record.to_dict() | {"history": None})
 
     def checkpoint(self) -> None:
-        """Save everything --resume needs: policy bundle, replay buffer, record and settings."""
+        """Save everything --resume needs: policy bundle, replay buffer, random generators, record and settings."""
         save_bundle(self.model, self.out / "policy.zip", self.env, trained_on(self.problem, self.settings))
         self.model.save_replay_buffer(self.out / "replay_buffer.pkl")
+        save_generators(self.out / GENERATORS_FILE)
         write_json_atomic(self.out / "state.json", self._state(self.record))
 
     def run(self, episodes: int | None = None) -> dict[str, Any]:

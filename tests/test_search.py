@@ -108,6 +108,18 @@ def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(
     assert run.run()["search"]["episodes"] == 16
 
 
+def test_a_resumed_search_goes_on_as_the_uninterrupted_one(digits_problem, tmp_path):
+    # The checkpoint holds the agent after its update, the noise schedule and the global generators, so stopping
+    # after 17 episodes (not a checkpoint boundary: the final checkpoint) and resuming changes nothing.
+    full = SearchRun(digits_problem, settings_for(tmp_path / "full", episodes=30))
+    full.run()
+    SearchRun(digits_problem, settings_for(tmp_path / "part", episodes=17)).run()
+    resumed = SearchRun(digits_problem, settings_for(tmp_path / "part", episodes=30, resume=True))
+    resumed.run()
+    assert [h["val_score"] for h in resumed.record.history] == [h["val_score"] for h in full.record.history]
+    assert resumed.record.to_dict() == full.record.to_dict()
+
+
 def test_a_search_shorter_than_its_warm_start_warns(digits_problem, tmp_path):
     with pytest.warns(UserWarning, match="did not train"):
         result = SearchRun(digits_problem, settings_for(tmp_path / "run", episodes=4)).run()
