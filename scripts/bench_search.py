@@ -4,7 +4,7 @@
     python scripts/bench_search.py --quick    # a smoke run (few episodes)
 
 The problem (model, traces) is built once, before timing, from the cache (the first run trains and caches it).
-Env overhead = time in `env.step` outside `QuantProblem.evaluate` (which quantizes the weights, runs the forward
+Env overhead = time in `env.step` outside `QuantProblem.validate` (which quantizes the weights, runs the forward
 pass on the validation split and restores the weights): the budget guard, bit allocation and observations.
 It is reported as a share of the whole search's time (agent included), and as a share of bare env episodes
 driven by random actions (no agent), the harshest view.
@@ -28,14 +28,15 @@ from envs.channel_bits_env import ChannelBitsEnv
 
 
 class StepTimer:
-    """Wraps an env's `step` and its problem's `evaluate` on the instances, adding up the seconds in each
-    (evaluations outside a step, such as the final report's, are not counted)."""
+    """Wraps an env's `step` and its problem's `validate` (every validation evaluation goes through it) on the
+    instances, adding up the seconds in each (evaluations outside a step, such as the final report's, are not
+    counted)."""
 
     def __init__(self, env: ChannelBitsEnv) -> None:
         self.step_s = 0.0
-        self.evaluate_s = 0.0
+        self.validate_s = 0.0
         self._in_step = False
-        step, evaluate = env.step, env.problem.evaluate
+        step, validate = env.step, env.problem.validate
 
         def timed_step(action):  # type: ignore[no-untyped-def]
             start = time.perf_counter()
@@ -46,21 +47,21 @@ class StepTimer:
                 self._in_step = False
                 self.step_s += time.perf_counter() - start
 
-        def timed_evaluate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def timed_validate(*args, **kwargs):  # type: ignore[no-untyped-def]
             start = time.perf_counter()
             try:
-                return evaluate(*args, **kwargs)
+                return validate(*args, **kwargs)
             finally:
                 if self._in_step:
-                    self.evaluate_s += time.perf_counter() - start
+                    self.validate_s += time.perf_counter() - start
 
         env.step = timed_step  # type: ignore[method-assign]
-        env.problem.evaluate = timed_evaluate  # type: ignore[method-assign]
+        env.problem.validate = timed_validate  # type: ignore[method-assign]
 
     @property
     def overhead_s(self) -> float:
         """Seconds in the environment outside the quantized evaluation."""
-        return self.step_s - self.evaluate_s
+        return self.step_s - self.validate_s
 
 
 def time_search(problem: QuantProblem, episodes: int, seed: int) -> tuple[float, float]:
@@ -74,7 +75,7 @@ def time_search(problem: QuantProblem, episodes: int, seed: int) -> tuple[float,
             SearchRun(problem, settings, env=env).run()
             wall = time.perf_counter() - start
     finally:
-        del problem.evaluate  # drop the instance wrapper
+        del problem.validate  # drop the instance wrapper
     return wall, timer.overhead_s / wall
 
 
@@ -92,7 +93,7 @@ def env_overhead(problem: QuantProblem, episodes: int, seed: int) -> tuple[float
                 env.step(action)
         total = time.perf_counter() - start
     finally:
-        del problem.evaluate
+        del problem.validate
     return 1e3 * total / episodes, timer.overhead_s / total
 
 

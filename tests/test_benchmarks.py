@@ -129,6 +129,19 @@ def test_bench_search_quick(cache_dir, capsys):
     assert "env overhead" in capsys.readouterr().out
 
 
+def test_bench_search_timer_sees_every_validation_evaluation(digits_problem):
+    # The timer must wrap the method the environment evaluates with, or the overhead it reports is the whole step.
+    env = bench_search.ChannelBitsEnv(digits_problem)
+    timer = bench_search.StepTimer(env)
+    try:
+        env.reset()
+        for _ in range(env.n_steps):
+            env.step(env.action_space.sample())
+    finally:
+        del digits_problem.validate
+    assert 0 < timer.validate_s < timer.step_s
+
+
 def test_choose_bit_widths_quick(cache_dir, capsys):
     table = choose_bit_widths.main(["--quick", "--cache-dir", str(cache_dir)])
     assert len(table) == len(choose_bit_widths.CANDIDATE_SETS)
