@@ -419,6 +419,11 @@ KL_SEARCH_VARIANTS: dict[str, tuple[str, str]] = {
         "python scripts/benchmark.py --methods ddpg-channel --models digits_cnn lenet5 resnet_mini --seeds 5"
         " --noise-decay 0.995 --out docs/benchmark/noise_layers_2_decay_0.995",
     ),
+    "noise on about the square root of the layers (3 on LeNet-5, 4 on ResNet-mini)": (
+        "docs/benchmark/noise_layers_sqrt/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --models lenet5 --seeds 5 --noise-layers 3"
+        " --out docs/benchmark/noise_layers_sqrt, then the same with --models resnet_mini --noise-layers 4",
+    ),
 }
 
 #: Every variant was run with these seeds; the main benchmark's rows (which have more) are restricted to them too,
@@ -474,7 +479,7 @@ def search_table(variants: dict[str, tuple[str, str]], root: Path) -> str:
     lines = [
         'Search variants with the "kl" objective, five seeds, on validation only: the channel-wise DDPG\'s mean best',
         "score (minus the KL divergence) and, in brackets, its runs that reach the same seed's random-search best",
-        "within half of random search's evaluations (changes 23-26):",
+        "within half of random search's evaluations (changes 23-27):",
         "",
         "| model | budget | " + " | ".join(variants) + " |",
         "|---" * (len(variants) + 2) + "|",
