@@ -7,9 +7,10 @@ import copy
 import warnings
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
@@ -53,8 +54,34 @@ def bake_parametrized_weights(model: nn.Module) -> nn.Module:
     return baked
 
 
+def _fold_transposed(graph_module: fx.GraphModule) -> fx.GraphModule:
+    """Fold each BatchNorm that directly and only follows a transposed convolution, which `fuse` leaves alone.
+
+    Grouped transposed convolutions stay unfolded: their weight holds out_channels / groups columns per input
+    channel, which `fuse_conv_bn_eval` does not scale per group.
+    """
+    modules = dict(graph_module.named_modules())
+    for node in list(graph_module.graph.nodes):
+        conv = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(conv, nn.modules.conv._ConvTransposeNd) or conv.groups != 1 or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        bn = modules.get(user.target) if user.op == "call_module" else None
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.track_running_stats:
+            continue
+        parent, _, name = node.target.rpartition(".")
+        setattr(graph_module.get_submodule(parent), name, fuse_conv_bn_eval(conv, bn, transpose=True))
+        user.replace_all_uses_with(node)
+        graph_module.graph.erase_node(user)
+    graph_module.graph.lint()
+    graph_module.delete_all_unused_submodules()
+    graph_module.recompile()
+    return graph_module
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Return an eval-mode copy of ``model`` with every BatchNorm that directly follows a conv/linear folded into it.
+    """Return an eval-mode copy of ``model`` with every BatchNorm that directly follows a conv/linear (transposed
+    convolutions too, but not grouped ones) folded into it.
 
     The folded layers keep their qualified names. When the model cannot be traced by torch.fx (e.g. data-dependent
     control flow) the copy is returned unfolded and a warning says why.
@@ -62,7 +89,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     original = copy.deepcopy(model).eval()
     try:
         # fuse() copies again, so `original` stays usable as the fallback if tracing fails half-way
-        folded = fuse(original, inplace=False)
+        folded = _fold_transposed(fuse(original, inplace=False))
     except Exception as exc:  # fx raises many exception types (TraceError, TypeError, RuntimeError...) while tracing
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(

@@ -70,6 +70,25 @@ def test_conv3d_bn_folded() -> None:
     torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_transposed_conv_bn_folded_but_not_grouped_ones(dims: int) -> None:
+    torch.manual_seed(0)
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1]
+    norm = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[dims - 1]
+    model = nn.Sequential(
+        transposed(3, 4, 3, stride=2), norm(4), nn.ReLU(), transposed(4, 6, 2, groups=2), norm(6), nn.ReLU()
+    )
+    randomize_batchnorm(model, seed=4)
+    model.eval()
+    x = torch.randn(2, 3, *[4] * dims)
+    folded = fold_batchnorm(model)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    kinds = [type(module) for module in folded.children()]
+    assert kinds.count(norm) == 1  # the grouped convolution's BatchNorm stays
+    assert not torch.equal(folded.get_submodule("0").weight, model[0].weight)
+    assert [layer.name for layer in discover_layers(folded, x)] == ["0", "3"]
+
+
 def test_resnet_mini_output_preserved_and_names_kept() -> None:
     torch.manual_seed(0)
     model = build_builtin("resnet_mini", 10, (1, 28, 28))
