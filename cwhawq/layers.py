@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from cwhawq.allocation import FP32_LAYER_BITS, MAX_BITS, MIN_BITS
 from cwhawq.errors import CwhawqError
 
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 QUANTIZABLE = (
     nn.Conv1d,
     nn.Conv2d,
@@ -31,10 +32,8 @@ QUANTIZABLE = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
     nn.Linear,
-    nn.Embedding,
-    nn.EmbeddingBag,
+    *EMBEDDINGS,
 )
-EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 #: Modules whose weights are bare parameters used as linear maps, each quantized as a layer of its own.
 MATRIX_OWNERS = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
 # Pins must be bit-widths the quantizer supports; 32 keeps a layer at full precision.
