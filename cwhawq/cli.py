@@ -5,14 +5,16 @@ HAWQ-V2, ILPs, greedy, random search) on the same problem.
 `scripts/train_agent.py`, `scripts/apply_policy.py` and `scripts/distill_policy.py` are the same as
 `cwhawq search`, `cwhawq apply` and `cwhawq distill`.
 
-Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2. Ctrl-C
-ends with status 130; an interrupted search writes its result first.
+Every user-facing failure is a `CwhawqError`, printed as one line (``error: ...``) with exit status 2; warnings
+are printed as one line too (``warning: ...``). Ctrl-C ends with status 130; an interrupted search writes its
+result first.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -355,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    """Format a warning as the errors are: the user needs the message, not the library line that raised it."""
+    return f"warning: {message}\n"
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    original = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -363,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        handler(args)
+        with _one_line_warnings():
+            handler(args)
     except CwhawqError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

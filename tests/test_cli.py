@@ -269,3 +269,21 @@ def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, comm
     assert [layer["name"] for layer in result["layers"]] == ["1", "3"]
     assert result["totals"]["unquantized_weights"] == 0  # the baked weight, not its two source tensors
     assert result["accuracy"]["quantized_val_kl"] > 0  # quantization reached the forward pass
+
+
+def test_warnings_are_one_line_each(tmp_path):
+    """Like errors, warnings name the problem in one line, without the library line that raised them."""
+    model = "tests.toy_models:digits_position_embedding"  # random weights, and a weight left FP32: two warnings
+    args = ["baseline", "--model", model, "--dataset", "digits", "--method", "uniform", "--quiet"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--trace-probes", "4", "--trace-batches", "1"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "cwhawq.cli", *args, "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert any("did you forget --checkpoint" in line for line in lines)
+    assert any("stay FP32 outside the budget" in line for line in lines)
+    assert all(line.startswith("warning: ") for line in lines), lines
