@@ -98,6 +98,24 @@ def check_settings(settings: SearchSettings) -> None:
         raise CwhawqError(f"coarse share {share} is outside [0, 1); pass a share of the episodes such as 0.33")
 
 
+def check_out_dir(settings: SearchSettings, coarse: bool = False, fine_tune: bool = False) -> None:
+    """Refuse an output directory that does not fit the run: --resume where no search started, or a new run
+    where one did. Cheap, so the CLI checks before building the problem (traces can take minutes).
+
+    Args:
+        settings: the run's settings (`out`, `resume`).
+        coarse: whether the search starts with a layer-wise phase (whose own state then counts as started).
+        fine_tune: whether the run fine-tunes a policy (it has no --resume hint to give for a finished one).
+    """
+    out = settings.out_dir
+    started = (out / "state.json").is_file() or (coarse and (out / COARSE_DIR / "state.json").is_file())
+    if settings.resume and not started:
+        raise CwhawqError(f"nothing to resume in {out} (no state.json); drop --resume to start anew")
+    if not settings.resume and ((out / "state.json").exists() or (out / "result.json").exists()):
+        hint = "pass another --out" if fine_tune else "pass --resume to continue it or another --out"
+        raise CwhawqError(f"{out} already holds a search; {hint}")
+
+
 class SearchRun:
     """A search writing into `settings.out_dir`: new, resumed from the last checkpoint there, or fine-tuned.
 
@@ -140,14 +158,8 @@ class SearchRun:
         self.final_outcome: Outcome | None = None
         self.coarse: SearchRun | None = None
         check_settings(settings)
+        check_out_dir(settings, coarse=self._with_coarse(start_from), fine_tune=start_from is not None)
         state_path = self.out / "state.json"
-        if settings.resume:
-            in_coarse = self._with_coarse(start_from) and (self.out / COARSE_DIR / "state.json").is_file()
-            if not state_path.is_file() and not in_coarse:
-                raise CwhawqError(f"nothing to resume in {self.out} (no state.json); drop --resume to start anew")
-        elif state_path.exists() or (self.out / "result.json").exists():
-            hint = "pass --resume to continue it or another --out" if start_from is None else "pass another --out"
-            raise CwhawqError(f"{self.out} already holds a search; {hint}")
         self.out.mkdir(parents=True, exist_ok=True)
         self.memo = memo if memo is not None else EvaluationMemo(self.out / EVALUATIONS_FILE, problem.fingerprint())
         if state_path.is_file():

@@ -105,7 +105,7 @@ def _default_out(problem: ProblemSettings, prefix: str) -> str:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from agents.search import SearchRun, check_settings
+    from agents.search import SearchRun, check_out_dir, check_settings
     from cwhawq.problem import build_problem
     from cwhawq.result import format_summary
 
@@ -129,6 +129,7 @@ def _search(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     check_settings(settings)
+    check_out_dir(settings, coarse=settings.agent.coarse_share > 0)
     problem = build_problem(problem_cfg, progress=settings.progress)
     hint = "rerun with --resume to continue"
     with _hint_if_interrupted(hint):
@@ -158,7 +159,7 @@ def _exit_if_interrupted(result: dict, hint: str) -> None:
 def _apply(args: argparse.Namespace) -> None:
     from agents.policy_bundle import load_bundle, read_metadata
     from agents.rollout import ZERO_SHOT_OUTCOMES, best_outcome, reuse_outcomes
-    from agents.search import SearchRun
+    from agents.search import SearchRun, check_out_dir
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary
     from cwhawq.tracking import write_json_atomic
@@ -182,14 +183,16 @@ def _apply(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.quiet,
     )
+    if args.finetune_episodes > 0:
+        check_out_dir(settings, fine_tune=True)
+    elif (settings.out_dir / "result.json").exists():
+        raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
     problem = build_problem(problem_cfg, progress=settings.progress)
     hint = "rerun the same command with --resume to continue"
     if args.finetune_episodes > 0:
         with _hint_if_interrupted(hint):
             result = SearchRun(problem, settings, start_from=args.policy).run()
     else:
-        if (settings.out_dir / "result.json").exists():
-            raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
         env = ChannelBitsEnv.for_agent(problem, agent)
         model, metadata = load_bundle(args.policy, env)
         outcomes = reuse_outcomes(model, env)

@@ -224,10 +224,10 @@ def prepare_problem(
     fp_val_log_probs = log_probs(model, data.val)
     fp_val = accuracy(model, data.val)
     if fp_val <= 1.5 / data.num_classes:
-        # Still searchable (smoke tests use random weights), but the user most likely forgot --checkpoint.
+        # Still searchable (smoke tests use random weights), but the weights are most likely not the trained ones.
         warnings.warn(
             f"the full-precision model reaches only {fp_val:.1%} validation accuracy (near chance); "
-            "did you forget --checkpoint?",
+            "are its weights trained? (--checkpoint loads them)",
             stacklevel=2,
         )
     return QuantProblem(

@@ -284,6 +284,28 @@ def test_warnings_are_one_line_each(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stderr.strip().splitlines()
-    assert any("did you forget --checkpoint" in line for line in lines)
+    assert any("are its weights trained?" in line for line in lines)
     assert any("stay FP32 outside the budget" in line for line in lines)
     assert all(line.startswith("warning: ") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resume"], "nothing to resume"),
+        ([], "already holds a search; pass --resume"),
+    ],
+)
+def test_the_output_directory_is_checked_before_the_traces(capsys, tmp_path, common, monkeypatch, args, message):
+    """A wrong --out or --resume fails at once, not after minutes of Hessian traces."""
+    out = tmp_path / "o"
+    out.mkdir()
+    if not args:
+        (out / "result.json").write_text("{}")
+
+    def no_problem(*_args, **_kwargs):
+        raise AssertionError("the problem was built before the output directory was checked")
+
+    monkeypatch.setattr("cwhawq.problem.build_problem", no_problem)
+    status, _, stderr = run_cli(capsys, "search", *common, *args, "--out", str(out), "--quiet")
+    assert status == 2 and stderr.startswith("error: ") and message in stderr
