@@ -28,6 +28,7 @@ from agents.rollout import play_actions
 from agents.warm_start import clone_actions
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
+from cwhawq.result import result_assignment
 from cwhawq.settings import AgentSettings, ProblemSettings
 from envs.channel_bits_env import ChannelBitsEnv
 
@@ -61,7 +62,7 @@ def load_source_run(
     try:
         result = json.loads(result_path.read_text())
         recorded = result["settings"]["problem"]
-        assignment = {layer["name"]: np.asarray(layer["bits"]) for layer in result["layers"]}
+        assignment = result_assignment(result)
         val_accuracy = float(result["accuracy"]["quantized_val"])
     except (json.JSONDecodeError, KeyError, TypeError):
         raise CwhawqError(f"{result_path} is not a cwhawq result.json; pass the output of cwhawq search") from None

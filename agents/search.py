@@ -36,7 +36,7 @@ from agents.warm_start import clone_actions, warm_start
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
 from cwhawq.problem import Assignment, QuantProblem
-from cwhawq.result import build_result
+from cwhawq.result import build_result, write_result
 from cwhawq.settings import SearchSettings
 from cwhawq.tracking import SearchRecord, write_json_atomic
 from envs.channel_bits_env import ChannelBitsEnv
@@ -315,7 +315,7 @@ class SearchRun:
         if self.coarse is not None:
             coarse_result = self.coarse.run()
             if coarse_result["search"]["interrupted"]:
-                write_json_atomic(self.out / "result.json", coarse_result)
+                write_result(self.out, self.problem, coarse_result)
                 return coarse_result
             record = self.coarse.record
             record.add(*self.coarse.final_outcome)
@@ -386,6 +386,6 @@ class SearchRun:
                 }
             },
         )
-        write_json_atomic(self.out / "result.json", result)
+        write_result(self.out, self.problem, result)
         return result
 

@@ -107,6 +107,7 @@ def _default_out(problem: ProblemSettings, prefix: str) -> str:
 def _search(args: argparse.Namespace) -> None:
     from agents.search import SearchRun, check_out_dir, check_settings
     from cwhawq.problem import build_problem
+    from cwhawq.export import QUANTIZED_MODEL_FILE
     from cwhawq.result import format_summary
 
     problem_cfg = problem_settings(args)
@@ -135,7 +136,10 @@ def _search(args: argparse.Namespace) -> None:
     with _hint_if_interrupted(hint):
         result = SearchRun(problem, settings).run()
     print(format_summary(result))
-    print(f"wrote {settings.out_dir / 'result.json'}; curves: tensorboard --logdir {settings.out_dir}")
+    print(
+        f"wrote {settings.out_dir / 'result.json'} and {QUANTIZED_MODEL_FILE}; "
+        f"curves: tensorboard --logdir {settings.out_dir}"
+    )
     _exit_if_interrupted(result, hint)
 
 
@@ -161,8 +165,8 @@ def _apply(args: argparse.Namespace) -> None:
     from agents.rollout import ZERO_SHOT_OUTCOMES, best_outcome, reuse_outcomes
     from agents.search import SearchRun, check_out_dir
     from cwhawq.problem import build_problem
-    from cwhawq.result import build_result, format_summary
-    from cwhawq.tracking import write_json_atomic
+    from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.result import build_result, format_summary, write_result
     from envs.channel_bits_env import ChannelBitsEnv
 
     if args.resume and args.finetune_episodes <= 0:
@@ -212,10 +216,9 @@ def _apply(args: argparse.Namespace) -> None:
                 },
             },
         )
-        settings.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(settings.out_dir / "result.json", result)
+        write_result(settings.out_dir, problem, result)
     print(format_summary(result))
-    print(f"wrote {settings.out_dir / 'result.json'}")
+    print(f"wrote {settings.out_dir / 'result.json'} and {QUANTIZED_MODEL_FILE}")
     _exit_if_interrupted(result, hint)
 
 
@@ -238,8 +241,8 @@ def _baseline(args: argparse.Namespace) -> None:
     from cwhawq.baselines import run_method
     from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
     from cwhawq.problem import build_problem
-    from cwhawq.result import build_result, format_summary
-    from cwhawq.tracking import write_json_atomic
+    from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.result import build_result, format_summary, write_result
 
     problem_cfg = problem_settings(args)
     out = Path(args.out or _default_out(problem_cfg, args.method))
@@ -264,9 +267,9 @@ def _baseline(args: argparse.Namespace) -> None:
         assignment = run_method(problem, args.method)
     settings = {"problem": asdict(problem_cfg), "method": args.method, "evaluations": args.evaluations}
     result = build_result(problem, assignment, args.method, settings, extra=extra)
-    write_json_atomic(out / "result.json", result)
+    write_result(out, problem, result)
     print(format_summary(result))
-    print(f"wrote {out / 'result.json'}")
+    print(f"wrote {out / 'result.json'} and {QUANTIZED_MODEL_FILE}")
 
 
 def build_parser() -> argparse.ArgumentParser:

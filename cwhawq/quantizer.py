@@ -56,8 +56,9 @@ class _ChannelGrids:
         self.table = torch.stack([scale, divisor, levels, -levels], dim=1)  # (out, 4, 17)
         self.lookup_shape = (out_channels, 4) + (1,) * (weight.dim() - 1)
 
-    def quantize(self, bits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """clamp(round(w / s), -L, L) * s per channel, written into ``out`` (a new tensor if None)."""
+    def codes(self, bits: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The integer codes clamp(round(w / s), -L, L) (in the weight's dtype, written into ``out`` if given) and
+        the per-channel scales s, broadcastable against them."""
         index = bits.view(-1, 1, 1).expand(-1, 4, 1)
         scale, divisor, levels, neg_levels = self.table.gather(2, index).view(self.lookup_shape).unbind(1)
         q = torch.div(self.original, divisor, out=out)
@@ -65,6 +66,11 @@ class _ChannelGrids:
         # clamp(q, -L, L) by hand: torch.clamp with tensor bounds is several times slower than minimum + maximum.
         torch.minimum(q, levels, out=q)
         torch.maximum(q, neg_levels, out=q)
+        return q, scale
+
+    def quantize(self, bits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """clamp(round(w / s), -L, L) * s per channel, written into ``out`` (a new tensor if None)."""
+        q, scale = self.codes(bits, out=out)
         return q.mul_(scale)
 
 
@@ -80,6 +86,23 @@ def quantize_per_channel(weight: torch.Tensor, bits: torch.Tensor) -> torch.Tens
     _check_bits(bits, weight.shape[0], "quantize_per_channel")
     with torch.no_grad():
         return _ChannelGrids(weight).quantize(bits.to(device=weight.device, dtype=torch.long))
+
+
+def integer_codes(weight: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a deployment stores for ``weight`` quantized as `quantize_per_channel` does: integer codes and one
+    scale per output channel, with ``codes * scales.view(-1, 1, ...) == quantize_per_channel(weight, bits)``.
+
+    Codes are int8 where every channel has at most 8 bits, int16 otherwise (a container, not a bit-packing:
+    a b-bit channel's codes lie in [-(2**(b-1) - 1), 2**(b-1) - 1]); scales have the weight's dtype.
+    """
+    if weight.dim() == 0:
+        raise CwhawqError("weight is a scalar; pass a tensor whose dim 0 is the output channel")
+    bits = torch.as_tensor(bits)
+    _check_bits(bits, weight.shape[0], "integer_codes")
+    with torch.no_grad():
+        codes, scale = _ChannelGrids(weight).codes(bits.to(device=weight.device, dtype=torch.long))
+    dtype = torch.int8 if weight.shape[0] == 0 or int(bits.max()) <= 8 else torch.int16
+    return codes.to(dtype), scale.reshape(-1)
 
 
 class _Slot:
@@ -124,6 +147,13 @@ class WeightQuantizer:
     def layer_names(self) -> tuple[str, ...]:
         """Names of the layers this quantizer manages, in the order given."""
         return tuple(self._slots)
+
+    def original_weight(self, name: str) -> torch.Tensor:
+        """The unquantized weight of layer `name`, as it was when the quantizer was constructed (do not modify)."""
+        slot = self._slots.get(name)
+        if slot is None:
+            raise CwhawqError(f"unknown layer '{name}'; use one of {list(self._slots)}")
+        return slot.grids.original
 
     def _checked(self, name: str, bits: np.ndarray) -> torch.Tensor | None:
         """Validate one layer's bits: a long tensor on the weight's device, or None to keep the layer at FP32."""

@@ -1,20 +1,25 @@
 """`result.json`: the final assignment with honest totals, and the summary table printed after a run.
 
 Test accuracy is computed here and only here, after the search has finished: no method ever sees the test split.
+`write_result` writes the document together with the quantized model it describes (`cwhawq.export`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
+from cwhawq.export import QUANTIZED_MODEL_FILE, save_quantized_model
 from cwhawq.layers import unquantized_weights
 from cwhawq.problem import Assignment, QuantProblem
+from cwhawq.tracking import write_json_atomic
 
 RESULT_VERSION = 1
+RESULT_FILE = "result.json"
 
 
 def build_result(
@@ -77,6 +82,19 @@ def build_result(
         "settings": dict(settings),
         **dict(extra or {}),
     }
+
+
+def result_assignment(result: Mapping[str, Any]) -> Assignment:
+    """The per-channel bits a result document records, by layer name."""
+    return {layer["name"]: np.asarray(layer["bits"], dtype=np.int64) for layer in result["layers"]}
+
+
+def write_result(out: Path, problem: QuantProblem, result: Mapping[str, Any]) -> None:
+    """Write `result` as `out/result.json` and the model it describes as `out/quantized_model.pt`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_quantized_model(problem, result_assignment(result), out / QUANTIZED_MODEL_FILE)
+    write_json_atomic(out / RESULT_FILE, result)
 
 
 def format_summary(result: Mapping[str, Any], max_layers: int = 30) -> str:

@@ -38,7 +38,7 @@ from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
-from cwhawq.result import build_result  # noqa: E402
+from cwhawq.result import build_result, result_assignment  # noqa: E402
 from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
@@ -86,7 +86,7 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
         env = ChannelBitsEnv.for_agent(problem, agent, granularity)
         result = SearchRun(problem, settings, env=env).run()
     search = result["search"]
-    assignment = {layer["name"]: layer["bits"] for layer in result["layers"]}
+    assignment = result_assignment(result)
     return assignment, {"evaluations": search["evaluations"], "curve": search["best_val_score_curve"]}
 
 

@@ -35,7 +35,7 @@ from agents.rollout import best_outcome, reuse_outcomes
 from agents.search import SearchRun
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.progress import progress_bar
-from cwhawq.result import build_result
+from cwhawq.result import build_result, result_assignment
 from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv
 from envs.observation import OBSERVATION_VERSIONS
@@ -86,7 +86,7 @@ def transfer_rows(
         problem=problem, agent=agent, episodes=episodes, seed=seed, out=str(run_dir), progress=False
     )
     result = SearchRun(target, settings, start_from=policy).run()
-    fine_tuned = {layer["name"]: layer["bits"] for layer in result["layers"]}
+    fine_tuned = result_assignment(result)
     rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
     records = []
     for method, assignment, evaluations, wall in rows:

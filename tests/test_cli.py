@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from cwhawq.cli import main
+from cwhawq.export import QUANTIZED_MODEL_FILE, load_quantized_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +39,8 @@ def test_search_end_to_end(capsys, tmp_path, common):
     assert result["totals"]["avg_bits"] <= 2.5
     assert result["totals"]["unquantized_weights"] == 0  # every weight of the default CNN is quantized
     assert "kept FP32" not in stdout
+    saved = load_quantized_model(out / QUANTIZED_MODEL_FILE)
+    assert [layer["bits"] for layer in result["layers"]] == [e["bits"].tolist() for e in saved["layers"].values()]
 
 
 def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):
@@ -215,6 +218,7 @@ def test_baseline_command(capsys, tmp_path, common, method):
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == method
     assert result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
+    assert (out / QUANTIZED_MODEL_FILE).is_file()
 
 
 def greedy_on_toy_model(capsys, tmp_path, common, model: str) -> tuple[dict, str]:

@@ -13,6 +13,7 @@ from agents.rollout import best_outcome, reuse_outcomes, rollout
 from agents.search import SearchRun
 from cwhawq.cli import main
 from cwhawq.errors import CwhawqError
+from cwhawq.export import QUANTIZED_MODEL_FILE
 from cwhawq.settings import AgentSettings, SearchSettings
 from envs.channel_bits_env import ChannelBitsEnv
 from tests.conftest import small_settings, val_score
@@ -133,6 +134,7 @@ def test_apply_on_another_architecture(capsys, cache_dir, trained_policy, tmp_pa
         assert val_score(result) == max(scores.values())
     assert [layer["name"] for layer in result["layers"]] == ["1", "3", "5"]
     assert result["totals"]["avg_bits"] <= 2.5
+    assert (out / QUANTIZED_MODEL_FILE).is_file()
     if finetune:
         assert result["search"]["episodes"] == finetune
 

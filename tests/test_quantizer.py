@@ -13,7 +13,7 @@ from cwhawq.data import Split
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import log_probs
 from cwhawq.layers import LayerInfo, discover_layers
-from cwhawq.quantizer import WeightQuantizer, quantize_per_channel
+from cwhawq.quantizer import WeightQuantizer, integer_codes, quantize_per_channel
 from tests.toy_models import DigitsTransformer
 
 # Realistic weight magnitudes plus exact zeros; subnormal channel maxima are out of scope (their scale underflows).
@@ -140,6 +140,18 @@ def test_error_bound_shrinks_with_bits(case: tuple[torch.Tensor, torch.Tensor]) 
         assert torch.all(err <= bound + m * 1e-6)  # slack for float32 rounding of w / s and of round(.) * s
         assert torch.all((bound < previous_bound) | (m == 0))
         previous_bound = bound
+
+
+@settings(max_examples=100, deadline=None)
+@given(weights_and_bits())
+def test_integer_codes_times_scales_are_the_quantized_weight(case: tuple[torch.Tensor, torch.Tensor]) -> None:
+    w, bits = case
+    codes, scales = integer_codes(w, bits)
+    assert codes.dtype == (torch.int8 if int(bits.max()) <= 8 else torch.int16)
+    rebuilt = codes.to(torch.float32) * scales.view(-1, *([1] * (w.dim() - 1)))
+    assert torch.equal(rebuilt, quantize_per_channel(w, bits))
+    limit = (2 ** (bits - 1) - 1).view(-1, *([1] * (w.dim() - 1)))
+    assert bool((codes.abs() <= limit).all())
 
 
 def test_mean_squared_error_decreases_with_bits() -> None:

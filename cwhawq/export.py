@@ -1,0 +1,96 @@
+"""`quantized_model.pt`: the quantized model itself, beside `result.json`, so that users can check the reported
+accuracy and deploy what was measured.
+
+The file is a `torch.save`d dict:
+
+- ``model``: the evaluated model (BatchNorm folded, as measured) with every quantized weight replaced by its
+  dequantized values, or None where the model cannot be pickled (a warning says so);
+- ``state_dict``: that model's state_dict (always present);
+- ``layers``: per quantized layer, ``bits`` (one bit-width per output channel), ``codes`` (the integer weights,
+  int8 or int16 containers) and ``scales`` (one per output channel), with codes * scales the layer's weight
+  (`cwhawq.quantizer.integer_codes`); layers kept at FP32 have codes and scales None.
+
+Load it with ``torch.load(path, weights_only=False)`` (it holds a pickled module) or `load_quantized_model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cwhawq.allocation import FP32_LAYER_BITS
+from cwhawq.errors import CwhawqError
+from cwhawq.problem import Assignment, QuantProblem
+from cwhawq.quantizer import integer_codes
+
+QUANTIZED_MODEL_FILE = "quantized_model.pt"
+EXPORT_FORMAT = "cwhawq-quantized-model-1"
+
+
+def _layer_entry(problem: QuantProblem, name: str, bits: np.ndarray) -> dict[str, torch.Tensor | None]:
+    bits_tensor = torch.from_numpy(np.asarray(bits, dtype=np.int64))
+    if bits_tensor.numel() and bool((bits_tensor == FP32_LAYER_BITS).all()):
+        return {"bits": bits_tensor.to(torch.int8), "codes": None, "scales": None}
+    original = problem.quantizer.original_weight(name)
+    codes, scales = integer_codes(original, bits_tensor)
+    return {"bits": bits_tensor.to(torch.int8), "codes": codes, "scales": scales}
+
+
+def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Path) -> None:
+    """Write `problem`'s model quantized by `assignment` to `path` (format in the module docstring), atomically."""
+    problem.check_assignment(assignment)
+    layers = {layer.name: _layer_entry(problem, layer.name, assignment[layer.name]) for layer in problem.layers}
+    with problem.quantizer.quantized(assignment) as model:
+        quantized = copy.deepcopy(model)
+    payload: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "model": quantized,
+        "state_dict": quantized.state_dict(),
+        "layers": layers,
+    }
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        torch.save(payload, tmp)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        warnings.warn(
+            f"the quantized model cannot be pickled ({exc}); {path.name} holds its state_dict and integer codes "
+            "only: load the state_dict into your model (BatchNorm folded as cwhawq.bn_fold.fold_batchnorm does)",
+            stacklevel=2,
+        )
+        payload["model"] = None
+        torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_quantized_model(path: Path) -> dict[str, Any]:
+    """Read a file written by `save_quantized_model`; the model, if any, is in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CwhawqError(f"quantized model not found: {path}; a finished run writes it beside result.json")
+    try:
+        payload = torch.load(path, weights_only=False)  # it holds a pickled module; only load files you trust
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
+        raise CwhawqError(f"cannot read {path} ({type(exc).__name__}); pass a {QUANTIZED_MODEL_FILE}") from exc
+    if not isinstance(payload, Mapping) or payload.get("format") != EXPORT_FORMAT:
+        raise CwhawqError(f"{path} is not a cwhawq quantized model ({EXPORT_FORMAT}); pass a {QUANTIZED_MODEL_FILE}")
+    if payload["model"] is not None:
+        payload["model"].eval()
+    return dict(payload)
+
+
+def dequantized_weight(entry: Mapping[str, torch.Tensor | None]) -> torch.Tensor:
+    """A layer's weight rebuilt from its exported codes and scales (codes * scale per output channel)."""
+    codes, scales = entry["codes"], entry["scales"]
+    if codes is None or scales is None:
+        raise CwhawqError("this layer was kept at FP32, so it has no codes; read its weight from the state_dict")
+    return codes.to(scales.dtype) * scales.view(-1, *([1] * (codes.dim() - 1)))
+

@@ -1,0 +1,86 @@
+"""Tests for cwhawq.export: the quantized model written beside result.json reproduces what result.json reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cwhawq.baselines import run_method
+from cwhawq.data import load_dataset
+from cwhawq.errors import CwhawqError
+from cwhawq.evaluation import accuracy
+from cwhawq.export import QUANTIZED_MODEL_FILE, dequantized_weight, load_quantized_model, save_quantized_model
+from cwhawq.layers import layer_weight
+from cwhawq.problem import QuantProblem, build_problem, prepare_problem
+from cwhawq.result import build_result, write_result
+from tests.conftest import small_settings
+
+
+def test_the_saved_model_reproduces_the_result(digits_problem: QuantProblem, tmp_path) -> None:
+    problem = digits_problem
+    assignment = run_method(problem, "greedy-channel")
+    result = build_result(problem, assignment, "greedy-channel", {"problem": {"model": "digits_cnn"}})
+    originals = {layer.name: layer_weight(problem.model, layer.name).clone() for layer in problem.layers}
+    write_result(tmp_path, problem, result)
+    saved = load_quantized_model(tmp_path / QUANTIZED_MODEL_FILE)
+    assert accuracy(saved["model"], problem.data.test) == result["accuracy"]["quantized_test"]
+    stored_bits = 0
+    for layer in problem.layers:
+        entry = saved["layers"][layer.name]
+        assert np.array_equal(entry["bits"].numpy(), assignment[layer.name])
+        assert torch.equal(dequantized_weight(entry), layer_weight(saved["model"], layer.name))
+        stored_bits += int(entry["bits"].sum()) * layer.params_per_channel
+        # the problem's own model is left at full precision
+        assert torch.equal(layer_weight(problem.model, layer.name), originals[layer.name])
+    assert stored_bits == result["totals"]["weight_bits"]
+    model_state = saved["model"].state_dict()
+    assert saved["state_dict"].keys() == model_state.keys()
+    assert all(torch.equal(value, model_state[key]) for key, value in saved["state_dict"].items())
+
+
+def test_a_layer_pinned_at_fp32_has_no_codes(cache_dir, tmp_path) -> None:
+    problem = build_problem(small_settings(cache_dir, pin={"conv1": 32}, budget_bits=3.0), progress=False)
+    assignment = run_method(problem, "greedy-channel")
+    save_quantized_model(problem, assignment, tmp_path / QUANTIZED_MODEL_FILE)
+    entry = load_quantized_model(tmp_path / QUANTIZED_MODEL_FILE)["layers"]["conv1"]
+    assert entry["codes"] is None and entry["scales"] is None and bool((entry["bits"] == 32).all())
+    with pytest.raises(CwhawqError, match="kept at FP32"):
+        dequantized_weight(entry)
+
+
+class Unpicklable(nn.Module):
+    """A classifier holding a lambda, which pickle refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(64, 10)
+        self.flatten = lambda x: x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.flatten(x))
+
+
+def test_an_unpicklable_model_is_saved_as_a_state_dict_and_codes(cache_dir, tmp_path) -> None:
+    data = load_dataset("digits", seed=0)
+    settings = small_settings(cache_dir, fold_bn=False)  # folding would trace the lambda away
+    with pytest.warns(UserWarning):  # random weights: near chance
+        problem = prepare_problem(Unpicklable(), data, settings, progress=False)
+    assignment = problem.uniform_assignment(2)
+    with pytest.warns(UserWarning, match="cannot be pickled"):
+        save_quantized_model(problem, assignment, tmp_path / QUANTIZED_MODEL_FILE)
+    saved = load_quantized_model(tmp_path / QUANTIZED_MODEL_FILE)
+    assert saved["model"] is None
+    assert torch.equal(saved["state_dict"]["head.weight"], dequantized_weight(saved["layers"]["head"]))
+
+
+def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
+    with pytest.raises(CwhawqError, match="not found"):
+        load_quantized_model(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_text("hello")
+    with pytest.raises(CwhawqError, match="cannot read"):
+        load_quantized_model(tmp_path / "garbage.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CwhawqError, match="not a cwhawq quantized model"):
+        load_quantized_model(tmp_path / "other.pt")
