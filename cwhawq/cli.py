@@ -106,8 +106,8 @@ def _default_out(problem: ProblemSettings, prefix: str) -> str:
 
 def _search(args: argparse.Namespace) -> None:
     from agents.search import SearchRun, check_out_dir, check_settings
-    from cwhawq.problem import build_problem
     from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.problem import build_problem
     from cwhawq.result import format_summary
 
     problem_cfg = problem_settings(args)
@@ -164,8 +164,8 @@ def _apply(args: argparse.Namespace) -> None:
     from agents.policy_bundle import load_bundle, read_metadata
     from agents.rollout import ZERO_SHOT_OUTCOMES, best_outcome, reuse_outcomes
     from agents.search import SearchRun, check_out_dir
-    from cwhawq.problem import build_problem
     from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary, write_result
     from envs.channel_bits_env import ChannelBitsEnv
 
@@ -240,8 +240,8 @@ def _baseline(args: argparse.Namespace) -> None:
     from agents.random_search import random_search
     from cwhawq.baselines import run_method
     from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
-    from cwhawq.problem import build_problem
     from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary, write_result
 
     problem_cfg = problem_settings(args)
