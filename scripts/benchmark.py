@@ -185,8 +185,11 @@ def evaluations_to_reach(curve: Sequence[float], target: float) -> int | None:
     return next((i + 1 for i, value in enumerate(curve) if value >= target - 1e-12), None)
 
 
-def plot(rows: list[dict[str, Any]], summary: dict, out: Path) -> list[Path]:
-    """Per model: test accuracy vs average bits per method, and best-so-far curves of DDPG vs random."""
+def plot(rows: list[dict[str, Any]], summary: dict, out: Path, objective: str) -> list[Path]:
+    """Per model: test accuracy vs average bits per method, and best-so-far curves of DDPG vs random: validation
+    accuracy, or under "kl" the validation KL divergence (the negated score, on a log scale: lower is better)."""
+    sign, scale = (100, "linear") if objective == "accuracy" else (-1, "log")
+    curve_label = "best val accuracy (%)" if objective == "accuracy" else "lowest val KL divergence from FP32"
     paths = []
     for model in sorted({r["model"] for r in rows}):
         fig, (acc_ax, curve_ax) = plt.subplots(1, 2, figsize=(11, 4))
@@ -203,15 +206,16 @@ def plot(rows: list[dict[str, Any]], summary: dict, out: Path) -> list[Path]:
         acc_ax.set(xlabel="average weight bits", ylabel="test accuracy (%)", title=f"{model}: test accuracy")
         acc_ax.legend(fontsize=7)
         for method in ("random", "ddpg-channel"):
-            for budget in sorted({r["budget"] for r in rows if r["model"] == model}):
+            for color, budget in enumerate(sorted({r["budget"] for r in rows if r["model"] == model})):
                 curves = [r["curve"] for r in rows if (r["model"], r["method"], r["budget"]) == (model, method, budget)]
                 if curves:
                     length = min(len(c) for c in curves)
-                    mean = [100 * statistics.mean(c[i] for c in curves) for i in range(length)]
+                    mean = [sign * statistics.mean(c[i] for c in curves) for i in range(length)]
                     style = "-" if method == "ddpg-channel" else "--"
-                    curve_ax.plot(range(1, length + 1), mean, style, label=f"{method} {budget}b")
-        curve_ax.set(xlabel="quantized evaluations", ylabel="best val accuracy (%)", title="evaluations to best")
+                    curve_ax.plot(range(1, length + 1), mean, style, color=f"C{color}", label=f"{method} {budget}b")
+        curve_ax.set(xlabel="quantized evaluations", ylabel=curve_label, title="evaluations to best")
         curve_ax.set_xscale("log")
+        curve_ax.set_yscale(scale)
         curve_ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"{model}.png"
@@ -382,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     config.markdown = args.markdown or (config.out / "BENCHMARKS.md" if args.out else config.markdown)
     config.command = command_line("benchmark.py", argv)
     rows = run_benchmark(config, cache_dir=args.cache_dir)
-    images = plot(rows, summarise(rows), config.out)
+    images = plot(rows, summarise(rows), config.out, config.objective)
     write_section(config.markdown, markdown(rows, config, images))
     print(markdown(rows, config, images))
     return rows
