@@ -6,6 +6,8 @@ Test accuracy is computed here and only here, after the search has finished: no 
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,24 @@ from cwhawq.tracking import write_json_atomic
 
 RESULT_VERSION = 1
 RESULT_FILE = "result.json"
+#: Packages whose versions `result.json` records: a seed reproduces a run only with the same versions.
+RECORDED_PACKAGES = ("cwhawq", "torch", "numpy", "scipy", "stable-baselines3", "gymnasium", "pulp")
+
+
+def environment() -> dict[str, Any]:
+    """The Python, platform and package versions a run used (a package not installed is recorded as None)."""
+
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {package: version(package) for package in RECORDED_PACKAGES},
+    }
 
 
 def build_result(
@@ -80,6 +100,7 @@ def build_result(
             "test_samples": len(data.test.y),
         },
         "settings": dict(settings),
+        "environment": environment(),
         **dict(extra or {}),
     }
 

@@ -1,0 +1,27 @@
+"""Tests for cwhawq.result: the result document, its assignment, and what is written beside it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from cwhawq.baselines import run_method
+from cwhawq.export import QUANTIZED_MODEL_FILE
+from cwhawq.problem import QuantProblem
+from cwhawq.result import RESULT_FILE, build_result, result_assignment, write_result
+
+
+def test_result_records_the_assignment_and_the_versions_it_ran_with(digits_problem: QuantProblem, tmp_path) -> None:
+    assignment = run_method(digits_problem, "greedy-channel")
+    result = build_result(digits_problem, assignment, "greedy-channel", {"problem": {"model": "digits_cnn"}})
+    write_result(tmp_path / "new", digits_problem, result)
+    written = json.loads((tmp_path / "new" / RESULT_FILE).read_text())
+    assert (tmp_path / "new" / QUANTIZED_MODEL_FILE).is_file()
+    rebuilt = result_assignment(written)
+    assert rebuilt.keys() == assignment.keys()
+    assert all(np.array_equal(rebuilt[name], bits) for name, bits in assignment.items())
+    recorded_torch = written["environment"]["packages"]["torch"]
+    assert torch.__version__.split("+")[0] == recorded_torch.split("+")[0]  # local tags (+cpu, +cu130) vary
+    assert written["totals"]["weight_bits"] == digits_problem.size_bits(assignment)
