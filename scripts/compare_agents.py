@@ -182,6 +182,13 @@ DISTILLED_5_MODELS_COMMAND = (
     "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini mlp1d cnn1d --targets"
     f" digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_5models"
     f"{BEFORE_SPARSE_NOISE} --work runs/distilled_5models --markdown docs/BENCHMARKS.md"
+    " --section transfer-distilled-5models (rows moved to"
+    " docs/benchmark/transfer_distilled_5models/noise_layers_0.jsonl)"
+)
+DISTILLED_5_MODELS_SPARSE_COMMAND = (
+    "python scripts/benchmark_transfer.py --distill-from digits_cnn lenet5 resnet_mini mlp1d cnn1d --targets"
+    " digits_cnn lenet5 resnet_mini --observation v2 --out docs/benchmark/transfer_distilled_5models"
+    " --reference docs/benchmark/results.jsonl --work runs/distilled_5models_sparse --markdown docs/BENCHMARKS.md"
     " --section transfer-distilled-5models"
 )
 DISTILLED_V2_UNFITTED_COMMAND = (
@@ -284,9 +291,14 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         DISTILLED_V2_SPARSE_COMMAND,
         "policy-finetune",
     ),
-    "distilled from four models (mlp1d, cnn1d added), fine-tune": (
-        "docs/benchmark/transfer_distilled_5models/transfer.jsonl",
+    "distilled from four models (mlp1d, cnn1d added), fine-tune, noise on every layer": (
+        "docs/benchmark/transfer_distilled_5models/noise_layers_0.jsonl",
         DISTILLED_5_MODELS_COMMAND,
+        "policy-finetune",
+    ),
+    "distilled from four models, fine-tune, noise on two layers per episode (default)": (
+        "docs/benchmark/transfer_distilled_5models/transfer.jsonl",
+        DISTILLED_5_MODELS_SPARSE_COMMAND,
         "policy-finetune",
     ),
     "offset from the greedy, fine-tune": (
@@ -360,9 +372,14 @@ FINE_TUNE_VARIANTS: dict[str, tuple[str, str, str]] = {
         DISTILLED_V2_SPARSE_COMMAND,
         "policy-zero-shot",
     ),
-    "distilled from four models (mlp1d, cnn1d added), zero-shot": (
-        "docs/benchmark/transfer_distilled_5models/transfer.jsonl",
+    "distilled from four models (mlp1d, cnn1d added), zero-shot, noise on every layer": (
+        "docs/benchmark/transfer_distilled_5models/noise_layers_0.jsonl",
         DISTILLED_5_MODELS_COMMAND,
+        "policy-zero-shot",
+    ),
+    "distilled from four models, zero-shot, noise on two layers per episode (default)": (
+        "docs/benchmark/transfer_distilled_5models/transfer.jsonl",
+        DISTILLED_5_MODELS_SPARSE_COMMAND,
         "policy-zero-shot",
     ),
     "offset from the greedy, zero-shot": (

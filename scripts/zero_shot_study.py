@@ -1,7 +1,7 @@
 """Which zero-shot rule, learned from other models' searches, transfers best? A leave-one-model-out study.
 
     python scripts/zero_shot_study.py      # after the distilled transfer benchmark (its --work holds the sources)
-    python scripts/zero_shot_study.py --work runs/distilled_5models --extra-sources mlp1d cnn1d   # more sources
+    python scripts/zero_shot_study.py --work runs/distilled_5models_sparse --extra-sources mlp1d cnn1d   # more sources
 
 The distilled transfer benchmark (`scripts/benchmark_transfer.py --distill-from ... --observation v2`) leaves
 the channel-wise searches of every model, budget and seed in `WORK/sources`. For each target model, this study
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--budgets", nargs="+", type=float, default=[2.25, 2.5, 3.0])
     parser.add_argument("--extra-sources", nargs="+", default=[], help="models only learned from, never targets")
     parser.add_argument(
-        "--work", type=Path, default=Path("runs/distilled_v2_kl"), help="the distilled transfer benchmark's --work"
+        "--work", type=Path, default=Path("runs/distilled_v2_sparse"), help="the distilled transfer benchmark's --work"
     )
     parser.add_argument("--seeds", type=int, default=3, help="source searches per model and budget (seeds 0..N-1)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmark/zero_shot_study.jsonl"), help="raw rows")
