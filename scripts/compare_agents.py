@@ -441,6 +441,11 @@ KL_SEARCH_VARIANTS: dict[str, tuple[str, str]] = {
         "python scripts/benchmark.py --methods ddpg-channel --models lenet5 --seeds 5 --noise-layers 3"
         " --out docs/benchmark/noise_layers_sqrt, then the same with --models resnet_mini --noise-layers 4",
     ),
+    "noise on two layers, sigma 1.0": (
+        "docs/benchmark/noise_layers_2_sigma_1.0/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --models digits_cnn lenet5 resnet_mini --seeds 5"
+        " --noise-sigma 1.0 --out docs/benchmark/noise_layers_2_sigma_1.0",
+    ),
 }
 
 #: Every variant was run with these seeds; the main benchmark's rows (which have more) are restricted to them too,
