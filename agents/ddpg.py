@@ -16,7 +16,7 @@ import numpy as np
 from stable_baselines3 import DDPG
 from stable_baselines3.common.noise import ActionNoise
 
-from cwhawq.settings import AgentSettings
+from cwhawq.settings import NOISE_LAYER_LAWS, AgentSettings
 
 
 class DecayingNormalNoise(ActionNoise):
@@ -24,15 +24,18 @@ class DecayingNormalNoise(ActionNoise):
 
     With `layers` > 0, only that many steps (layers) of each episode of `steps_per_episode` steps, drawn anew per
     episode, get noise; the others take the policy's action as it is (a sparse, local move from the policy's
-    assignment). 0 perturbs every step, as HAQ does.
+    assignment). 0 perturbs every step, as HAQ does. With `layers_law` "geometric", the number of noisy steps is
+    drawn anew per episode from a geometric law whose mean is `layers` (mostly one or two steps, now and then many;
+    every step when it reaches the episode's length).
     """
 
     # Class-level defaults: a noise pickled into a policy.zip before sparse noise existed unpickles without these
     # attributes and then acts as it did (every step perturbed).
     layers: int = 0
+    layers_law: str = "fixed"
     steps_per_episode: int = 1
     _step: int = 0
-    _noisy_steps: frozenset[int] = frozenset()
+    _noisy_steps: frozenset[int] | None = None
 
     def __init__(
         self,
@@ -43,17 +46,21 @@ class DecayingNormalNoise(ActionNoise):
         seed: int,
         layers: int = 0,
         steps_per_episode: int = 1,
+        layers_law: str = "fixed",
     ) -> None:
         super().__init__()
+        if layers_law not in NOISE_LAYER_LAWS:
+            raise ValueError(f"unknown noise layers law {layers_law!r}; use one of {list(NOISE_LAYER_LAWS)}")
         self.size = size
         self.initial_sigma = sigma
         self.decay = decay
         self.warmup_episodes = warmup_episodes
         self.layers = layers
+        self.layers_law = layers_law
         self.steps_per_episode = steps_per_episode
         self.episodes = 0
         self._step = 0
-        self._noisy_steps: frozenset[int] = frozenset()
+        self._noisy_steps: frozenset[int] | None = None
         self._rng = np.random.default_rng(seed)
 
     @property
@@ -66,13 +73,21 @@ class DecayingNormalNoise(ActionNoise):
         """The current standard deviation."""
         return self.initial_sigma * self.decay ** max(0, self.episodes - self.warmup_episodes)
 
+    def _draw_noisy_steps(self) -> frozenset[int] | None:
+        """The steps of a new episode that get noise, or None for every step."""
+        count = self.layers
+        if self.layers_law == "geometric" and self.layers > 0:
+            count = int(self._rng.geometric(1.0 / self.layers))
+        if not 0 < count < self.steps_per_episode:
+            return None
+        chosen = self._rng.choice(self.steps_per_episode, size=count, replace=False)
+        return frozenset(int(step) for step in chosen)
+
     def __call__(self) -> np.ndarray:
-        sparse = 0 < self.layers < self.steps_per_episode
-        if sparse and self._step == 0:
-            chosen = self._rng.choice(self.steps_per_episode, size=self.layers, replace=False)
-            self._noisy_steps = frozenset(int(step) for step in chosen)
+        if self._step == 0:
+            self._noisy_steps = self._draw_noisy_steps()
         noise = self._rng.normal(0.0, self.sigma, self.size).astype(np.float32)
-        if sparse and self._step not in self._noisy_steps:
+        if self._noisy_steps is not None and self._step not in self._noisy_steps:
             noise[:] = 0.0
         self._step += 1
         return noise
@@ -171,6 +186,7 @@ def make_agent(
         seed=seed,
         layers=settings.noise_layers,
         steps_per_episode=steps_per_episode,
+        layers_law=settings.noise_layers_law,
     )
     return HaqDDPG(
         "MlpPolicy",

@@ -37,7 +37,7 @@ from cwhawq.errors import CwhawqError
 from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result, write_result
-from cwhawq.settings import SearchSettings
+from cwhawq.settings import NOISE_LAYER_LAWS, SearchSettings
 from cwhawq.tracking import SearchRecord, write_json_atomic
 from envs.channel_bits_env import ChannelBitsEnv
 
@@ -93,6 +93,9 @@ def check_settings(settings: SearchSettings) -> None:
         raise CwhawqError(f"exploration noise sigma must be 0 or more, not {agent.noise_sigma}; the default is 0.5")
     if agent.noise_layers < 0:
         raise CwhawqError(f"noise layers must be 0 (every layer) or more, not {agent.noise_layers}")
+    if agent.noise_layers_law not in NOISE_LAYER_LAWS:
+        law = agent.noise_layers_law
+        raise CwhawqError(f"unknown noise layers law {law!r}; use one of {list(NOISE_LAYER_LAWS)}")
     if not 0.0 <= agent.coarse_share < 1.0:
         share = agent.coarse_share
         raise CwhawqError(f"coarse share {share} is outside [0, 1); pass a share of the episodes such as 0.33")

@@ -23,6 +23,7 @@ from pathlib import Path
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import (
     DEFAULT_BIT_WIDTHS,
+    NOISE_LAYER_LAWS,
     OBJECTIVES,
     AgentSettings,
     ProblemSettings,
@@ -117,6 +118,7 @@ def _search(args: argparse.Namespace) -> None:
             warmup_episodes=args.warmup_episodes,
             noise_sigma=args.noise_sigma,
             noise_layers=args.noise_layers,
+            noise_layers_law=args.noise_layers_law,
             warm_start=None if args.warm_start == "none" else args.warm_start,
             action=args.action,
             observation=args.observation,
@@ -292,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=AgentSettings.noise_layers,
         help="layers per episode whose action gets exploration noise, chosen at random (0: every layer, as HAQ)",
+    )
+    group.add_argument(
+        "--noise-layers-law",
+        default=AgentSettings.noise_layers_law,
+        choices=list(NOISE_LAYER_LAWS),
+        help="'fixed' (default): --noise-layers layers every episode; 'geometric': a number drawn per episode "
+        "with --noise-layers as its mean",
     )
     group.add_argument(
         "--warm-start",

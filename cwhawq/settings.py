@@ -10,6 +10,8 @@ from typing import Any
 DEFAULT_BIT_WIDTHS: tuple[int, ...] = (2, 3, 4, 6, 8)
 #: What "better on validation" can mean for a search (`ProblemSettings.objective`, `cwhawq.evaluation.Evaluation`).
 OBJECTIVES = ("accuracy", "kl")
+#: How many layers get exploration noise per episode (`AgentSettings.noise_layers_law`).
+NOISE_LAYER_LAWS = ("fixed", "geometric")
 
 
 @dataclass
@@ -31,7 +33,8 @@ class AgentSettings:
     starts it (agents/warm_start.py); None keeps HAQ's uniform random warm-up. After a warm start, warm-up episodes
     explore around it, except a `warmup_random_share` of them, which sample uniformly, as does a `random_share` of
     the later episodes. Exploration noise moves `noise_layers` layers per episode, chosen at random (0: every layer,
-    as HAQ; 2 by default, docs/BENCHMARKS.md change 25). `action` is the
+    as HAQ; 2 by default, docs/BENCHMARKS.md change 25); with `noise_layers_law` "geometric" the number is drawn
+    per episode with that mean instead. `action` is the
     channel-granularity action parameterisation of the environment: "level" (one scalar per layer) or "shares"
     (one share per bit-width); see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
     `observation` is the environment's observation version (`envs.observation.OBSERVATION_VERSIONS`): "v2" adds the
@@ -46,6 +49,7 @@ class AgentSettings:
     noise_sigma: float = 0.5
     noise_decay: float = 0.99
     noise_layers: int = 2
+    noise_layers_law: str = "fixed"
     gamma: float = 1.0
     tau: float = 0.01
     actor_lr: float = 1e-4

@@ -39,7 +39,7 @@ from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
-from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
+from cwhawq.settings import NOISE_LAYER_LAWS, OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
@@ -319,6 +319,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="layers per episode that get exploration noise (0: all)",
     )
     parser.add_argument(
+        "--noise-layers-law",
+        default=AgentSettings.noise_layers_law,
+        choices=list(NOISE_LAYER_LAWS),
+        help="'geometric': a number of noisy layers drawn per episode, with --noise-layers as its mean",
+    )
+    parser.add_argument(
         "--warmup-random-share",
         type=float,
         default=AgentSettings.warmup_random_share,
@@ -367,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
         noise_layers=args.noise_layers,
+        noise_layers_law=args.noise_layers_law,
         warmup_random_share=args.warmup_random_share,
         random_share=args.random_share,
         updates_per_step=args.updates_per_step,

@@ -32,6 +32,27 @@ def test_noise_moves_the_given_number_of_layers_per_episode(layers, noisy_per_ep
     assert len(set(chosen)) > 1 or noisy_per_episode == 4  # a new choice of layers per episode
 
 
+def test_geometric_law_draws_a_number_of_noisy_layers_per_episode_with_the_given_mean():
+    steps_per_episode, episodes = 10, 4000
+    noise = DecayingNormalNoise(
+        size=1, sigma=0.5, decay=1.0, warmup_episodes=0, seed=0, layers=2, steps_per_episode=steps_per_episode,
+        layers_law="geometric",
+    )  # fmt: skip
+    counts = []
+    for _ in range(episodes):
+        counts.append(sum(bool(noise().any()) for _ in range(steps_per_episode)))
+        noise.reset()
+    counts = np.array(counts)
+    assert counts.min() == 1 and counts.max() == steps_per_episode  # one layer up to every layer
+    assert np.mean(counts == 1) == pytest.approx(0.5, abs=0.03)  # geometric with mean 2: half the episodes move one
+    assert counts.mean() == pytest.approx(2.0, abs=0.1)  # the cap at 10 layers barely lowers the mean
+
+
+def test_unknown_noise_layers_law_is_refused():
+    with pytest.raises(ValueError, match="unknown noise layers law"):
+        DecayingNormalNoise(size=1, sigma=0.5, decay=1.0, warmup_episodes=0, seed=0, layers_law="poisson")
+
+
 def test_actor_learns_slower_than_critic(digits_problem):
     env = ChannelBitsEnv(digits_problem)
     agent = make_agent(env, AgentSettings(net_arch=(8,)), env.n_steps, seed=0)

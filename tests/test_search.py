@@ -288,6 +288,13 @@ def test_coarse_share_outside_unit_interval_is_refused(digits_problem, tmp_path,
         SearchRun(digits_problem, coarse_settings_for(tmp_path / "run", episodes=4, coarse_share=share))
 
 
+def test_unknown_noise_layers_law_is_refused_in_one_line(digits_problem, tmp_path):
+    settings = settings_for(tmp_path / "run", episodes=4)
+    settings.agent.noise_layers_law = "poisson"
+    with pytest.raises(CwhawqError, match="unknown noise layers law 'poisson'"):
+        SearchRun(digits_problem, settings)
+
+
 def test_interrupted_warm_start_resumes_as_if_never_stopped(digits_problem, tmp_path, interrupt_at_measurement):
     reference = SearchRun(digits_problem, settings_for(tmp_path / "reference", episodes=12)).run()
     out = tmp_path / "run"
