@@ -80,6 +80,23 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_noise_layer_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--noise-layers` and `--noise-layers-law` (`AgentSettings`), shared by `search` and the benchmark scripts."""
+    parser.add_argument(
+        "--noise-layers",
+        type=int,
+        default=AgentSettings.noise_layers,
+        help="layers per episode whose action gets exploration noise, chosen at random (0: every layer, as HAQ)",
+    )
+    parser.add_argument(
+        "--noise-layers-law",
+        default=AgentSettings.noise_layers_law,
+        choices=list(NOISE_LAYER_LAWS),
+        help=f"'fixed': --noise-layers layers every episode; 'geometric': a number drawn per episode with "
+        f"--noise-layers as its mean (default {AgentSettings.noise_layers_law!r})",
+    )
+
+
 def problem_settings(args: argparse.Namespace) -> ProblemSettings:
     """Build `ProblemSettings` from parsed arguments."""
     budget_bits = args.budget_bits if args.budget_bits is not None or args.budget_mb is not None else 2.5
@@ -289,19 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--episodes", type=int, default=300)
     group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
     group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
-    group.add_argument(
-        "--noise-layers",
-        type=int,
-        default=AgentSettings.noise_layers,
-        help="layers per episode whose action gets exploration noise, chosen at random (0: every layer, as HAQ)",
-    )
-    group.add_argument(
-        "--noise-layers-law",
-        default=AgentSettings.noise_layers_law,
-        choices=list(NOISE_LAYER_LAWS),
-        help="'fixed' (default): --noise-layers layers every episode; 'geometric': a number drawn per episode "
-        "with --noise-layers as its mean",
-    )
+    add_noise_layer_arguments(group)
     group.add_argument(
         "--warm-start",
         default=AgentSettings.warm_start,

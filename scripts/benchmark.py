@@ -36,10 +36,11 @@ import torch  # noqa: E402
 from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
+from cwhawq.cli import add_noise_layer_arguments  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
-from cwhawq.settings import NOISE_LAYER_LAWS, OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
+from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
@@ -312,18 +313,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
     parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
-    parser.add_argument(
-        "--noise-layers",
-        type=int,
-        default=AgentSettings.noise_layers,
-        help="layers per episode that get exploration noise (0: all)",
-    )
-    parser.add_argument(
-        "--noise-layers-law",
-        default=AgentSettings.noise_layers_law,
-        choices=list(NOISE_LAYER_LAWS),
-        help="'geometric': a number of noisy layers drawn per episode, with --noise-layers as its mean",
-    )
+    add_noise_layer_arguments(parser)
     parser.add_argument(
         "--warmup-random-share",
         type=float,

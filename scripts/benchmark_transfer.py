@@ -33,6 +33,7 @@ from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
 from agents.rollout import best_outcome, reuse_outcomes
 from agents.search import SearchRun
+from cwhawq.cli import add_noise_layer_arguments
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.progress import progress_bar
 from cwhawq.result import build_result, result_assignment
@@ -171,19 +172,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
     )
-    parser.add_argument(
-        "--noise-layers",
-        type=int,
-        default=AgentSettings.noise_layers,
-        help="layers per episode that get exploration noise (0: all)",
-    )
+    add_noise_layer_arguments(parser)
     parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
     parser.add_argument(
         "--objective", default=ProblemSettings.objective, choices=OBJECTIVES, help="what searches maximise on val"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    agent = AgentSettings(action=args.action, observation=args.observation, noise_layers=args.noise_layers)
+    agent = AgentSettings(
+        action=args.action,
+        observation=args.observation,
+        noise_layers=args.noise_layers,
+        noise_layers_law=args.noise_layers_law,
+    )
     if args.quick:
         args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 45
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"
