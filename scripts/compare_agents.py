@@ -446,6 +446,11 @@ KL_SEARCH_VARIANTS: dict[str, tuple[str, str]] = {
         "python scripts/benchmark.py --methods ddpg-channel --models digits_cnn lenet5 resnet_mini --seeds 5"
         " --noise-sigma 1.0 --out docs/benchmark/noise_layers_2_sigma_1.0",
     ),
+    "noise on a geometric number of layers, two on average": (
+        "docs/benchmark/noise_layers_geometric/results.jsonl",
+        "python scripts/benchmark.py --methods ddpg-channel --seeds 5 --noise-layers-law geometric"
+        " --out docs/benchmark/noise_layers_geometric",
+    ),
 }
 
 #: Every variant was run with these seeds; the main benchmark's rows (which have more) are restricted to them too,
@@ -501,7 +506,7 @@ def search_table(variants: dict[str, tuple[str, str]], root: Path) -> str:
     lines = [
         'Search variants with the "kl" objective, five seeds, on validation only: the channel-wise DDPG\'s mean best',
         "score (minus the KL divergence) and, in brackets, its runs that reach the same seed's random-search best",
-        "within half of random search's evaluations (changes 23-27):",
+        "within half of random search's evaluations (changes 23-29):",
         "",
         "| model | budget | " + " | ".join(variants) + " |",
         "|---" * (len(variants) + 2) + "|",
