@@ -74,18 +74,24 @@ class _ChannelGrids:
         return q.mul_(scale)
 
 
+def _checked_grids(weight: torch.Tensor, bits: torch.Tensor, where: str) -> tuple[_ChannelGrids, torch.Tensor]:
+    """The grids of one weight and its bits as a long tensor on the weight's device, after checking both."""
+    if weight.dim() == 0:
+        raise CwhawqError("weight is a scalar; pass a tensor whose dim 0 is the output channel")
+    bits = torch.as_tensor(bits)
+    _check_bits(bits, weight.shape[0], where)
+    return _ChannelGrids(weight), bits.to(device=weight.device, dtype=torch.long)
+
+
 def quantize_per_channel(weight: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """Symmetric uniform fake quantization of ``weight`` with ``bits[c]`` bits for output channel c (dim 0).
 
     s_c = max|w_c| / (2**(b_c-1) - 1); q = clamp(round(w / s_c), -L_c, L_c) * s_c. Vectorized over channels;
     all-zero channels stay exactly zero. Returns a new tensor of the weight's dtype; ``weight`` is not modified.
     """
-    if weight.dim() == 0:
-        raise CwhawqError("weight is a scalar; pass a tensor whose dim 0 is the output channel")
-    bits = torch.as_tensor(bits)
-    _check_bits(bits, weight.shape[0], "quantize_per_channel")
     with torch.no_grad():
-        return _ChannelGrids(weight).quantize(bits.to(device=weight.device, dtype=torch.long))
+        grids, bits = _checked_grids(weight, bits, "quantize_per_channel")
+        return grids.quantize(bits)
 
 
 def integer_codes(weight: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,12 +101,9 @@ def integer_codes(weight: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tenso
     Codes are int8 where every channel has at most 8 bits, int16 otherwise (a container, not a bit-packing:
     a b-bit channel's codes lie in [-(2**(b-1) - 1), 2**(b-1) - 1]); scales have the weight's dtype.
     """
-    if weight.dim() == 0:
-        raise CwhawqError("weight is a scalar; pass a tensor whose dim 0 is the output channel")
-    bits = torch.as_tensor(bits)
-    _check_bits(bits, weight.shape[0], "integer_codes")
     with torch.no_grad():
-        codes, scale = _ChannelGrids(weight).codes(bits.to(device=weight.device, dtype=torch.long))
+        grids, bits = _checked_grids(weight, bits, "integer_codes")
+        codes, scale = grids.codes(bits)
     dtype = torch.int8 if weight.shape[0] == 0 or int(bits.max()) <= 8 else torch.int16
     return codes.to(dtype), scale.reshape(-1)
 
