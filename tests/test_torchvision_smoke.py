@@ -10,6 +10,8 @@ from torchvision.models import VisionTransformer, mobilenet_v2, resnet18
 from agents.ddpg import make_agent
 from agents.rollout import rollout
 from cwhawq.data import DataSplits, Split
+from cwhawq.evaluation import accuracy
+from cwhawq.export import QUANTIZED_MODEL_FILE, load_quantized_model, save_quantized_model
 from cwhawq.problem import prepare_problem
 from cwhawq.settings import AgentSettings, TraceSettings
 from envs.channel_bits_env import ChannelBitsEnv
@@ -53,3 +55,8 @@ def test_rollout_on_torchvision_model(build, n_layers, kinds, tmp_path):
     info = rollout(agent, env)
     assert info["size_bits"] <= problem.budget.total_bits
     assert set(np.concatenate(list(info["assignment"].values())).tolist()) <= set(problem.bit_widths)
+    # The rollout's assignment saved as a model reproduces the accuracy measured in place.
+    save_quantized_model(problem, info["assignment"], tmp_path / QUANTIZED_MODEL_FILE)
+    saved = load_quantized_model(tmp_path / QUANTIZED_MODEL_FILE)
+    assert saved["model"] is not None
+    assert accuracy(saved["model"], data.val) == info["val_accuracy"]
