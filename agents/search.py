@@ -38,7 +38,7 @@ from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.result import build_result, write_result
 from cwhawq.settings import NOISE_LAYER_LAWS, SearchSettings
-from cwhawq.tracking import SearchRecord, write_json_atomic
+from cwhawq.tracking import SearchRecord, torch_save_atomic, write_json_atomic
 from envs.channel_bits_env import ChannelBitsEnv
 
 #: The global random generators' state at the last checkpoint (`save_generators`).
@@ -58,9 +58,8 @@ SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
 
 def save_generators(path: Path) -> None:
     """Save the state of Python's, numpy's and torch's global random generators (atomically)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    torch_save_atomic(path, state)
 
 
 def load_generators(path: Path) -> None:

@@ -16,7 +16,6 @@ Load it with ``torch.load(path, weights_only=False)`` (it holds a pickled module
 from __future__ import annotations
 
 import copy
-import os
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from cwhawq.allocation import FP32_LAYER_BITS
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.quantizer import integer_codes
+from cwhawq.tracking import torch_save_atomic
 
 QUANTIZED_MODEL_FILE = "quantized_model.pt"
 EXPORT_FORMAT = "cwhawq-quantized-model-1"
@@ -57,9 +57,8 @@ def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Pa
         "layers": layers,
     }
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        torch.save(payload, tmp)
+        torch_save_atomic(path, payload)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         warnings.warn(
             f"the quantized model cannot be pickled ({exc}); {path.name} holds its state_dict and integer codes "
@@ -67,8 +66,7 @@ def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Pa
             stacklevel=2,
         )
         payload["model"] = None
-        torch.save(payload, tmp)
-    os.replace(tmp, path)
+        torch_save_atomic(path, payload)
 
 
 def load_quantized_model(path: Path) -> dict[str, Any]:

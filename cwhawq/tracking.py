@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cwhawq.problem import Assignment
 
@@ -25,6 +26,18 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
+
+
+def torch_save_atomic(path: Path, obj: object) -> None:
+    """`torch.save` via a temporary file and rename, so a crash never leaves a half-written file; errors of
+    `torch.save` (an unpicklable object) propagate, leaving `path` as it was."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
