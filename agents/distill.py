@@ -49,11 +49,13 @@ def load_source_run(
     cache_dir: str | None = None,
     progress: bool = False,
     problems: dict[str, QuantProblem] | None = None,
+    device: str = ProblemSettings.device,
 ) -> SourceRun:
     """Rebuild the problem of the run in `path` (a directory with result.json, or the file) and read its assignment.
 
-    `cache_dir` replaces the cache directory the run recorded (e.g. a run made on another machine). `problems`,
-    keyed by the settings, lets runs of the same problem (other seeds) share one build.
+    `cache_dir` replaces the cache directory the run recorded (e.g. a run made on another machine), and `device`
+    the device (the problem is the same on any). `problems`, keyed by the settings, lets runs of the same problem
+    (other seeds) share one build.
     """
     path = Path(path)
     result_path = path / "result.json" if path.is_dir() else path
@@ -70,6 +72,7 @@ def load_source_run(
         settings = ProblemSettings.from_dict(recorded)
     except TypeError:
         raise CwhawqError(f"{result_path} records settings this cwhawq does not know; rerun that search") from None
+    settings = dataclasses.replace(settings, device=device)
     if cache_dir is not None:
         settings = dataclasses.replace(settings, cache_dir=cache_dir)
     problems = {} if problems is None else problems
@@ -122,11 +125,13 @@ def distill_runs(
     seed: int = 0,
     cache_dir: str | None = None,
     progress: bool = False,
+    device: str = ProblemSettings.device,
 ) -> dict[str, Any]:
-    """Distil the runs in `paths` into `out/policy.zip`; returns what the bundle records as its training."""
+    """Distil the runs in `paths` into `out/policy.zip`, rebuilding their problems on `device`; returns what the
+    bundle records as its training."""
     agent = agent or AgentSettings()
     problems: dict[str, QuantProblem] = {}
-    runs = [load_source_run(path, cache_dir, progress, problems) for path in paths]
+    runs = [load_source_run(path, cache_dir, progress, problems, device) for path in paths]
     envs = [ChannelBitsEnv.for_agent(run.problem, agent) for run in runs]
     model, error = distill_policy([(env, run.assignment) for env, run in zip(envs, runs)], agent, seed)
     trained_on = {

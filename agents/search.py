@@ -54,6 +54,8 @@ SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
     ("problem", "objective"): "accuracy",
     ("agent", "noise_layers"): 0,
 }
+#: Settings that may change when a search is resumed: where it runs, not what it searches.
+SETTINGS_FREE_ON_RESUME: frozenset[tuple[str, str]] = frozenset({("problem", "device")})
 
 
 def save_generators(path: Path) -> None:
@@ -211,6 +213,7 @@ class SearchRun:
             for key, value in current[part].items()
             if state["settings"][part].get(key, SETTINGS_BEFORE_RECORDED.get((part, key), value)) != value
             and not (fine_tune and key == "net_arch")
+            and (part, key) not in SETTINGS_FREE_ON_RESUME
         ]
         if differing:
             raise CwhawqError(

@@ -72,6 +72,12 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trace-probes", type=int, default=TraceSettings.max_probes, help="max Hutchinson probes")
     group.add_argument("--trace-batches", type=int, default=TraceSettings.num_batches, help="training batches")
     group.add_argument(
+        "--device",
+        default=ProblemSettings.device,
+        help="torch device for the model's passes (traces, evaluations): cpu, cuda, cuda:N or mps; the agent's small "
+        f"networks stay on the CPU (default {ProblemSettings.device!r})",
+    )
+    group.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -113,6 +119,7 @@ def problem_settings(args: argparse.Namespace) -> ProblemSettings:
         cache_dir=args.cache_dir,
         traces=TraceSettings(max_probes=args.trace_probes, num_batches=args.trace_batches),
         objective=args.objective,
+        device=args.device,
     )
 
 
@@ -246,7 +253,9 @@ def _distill(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     agent = AgentSettings(action=args.action, observation=args.observation)
-    trained_on = distill_runs(args.runs, out, agent, args.seed, args.cache_dir, progress=not args.quiet)
+    trained_on = distill_runs(
+        args.runs, out, agent, args.seed, args.cache_dir, progress=not args.quiet, device=args.device
+    )
     models = sorted({source["model"] for source in trained_on["distilled_from"]})
     print(
         f"distilled {len(args.runs)} runs ({trained_on['layers']} layer steps; models: {', '.join(models)}) "
@@ -362,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     distill.add_argument("--seed", type=int, default=0, help="seeds the actor's initialisation")
     distill.add_argument("--cache-dir", help="cache of built-in models and traces (default: what each run used)")
+    distill.add_argument(
+        "--device",
+        default=ProblemSettings.device,
+        help="torch device on which the runs' problems are rebuilt (replaces the one each run recorded)",
+    )
     distill.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     distill.add_argument("--quiet", action="store_true", help="no progress bars")
     distill.set_defaults(handler=_distill)

@@ -3,8 +3,8 @@ accuracy and deploy what was measured.
 
 The file is a `torch.save`d dict:
 
-- ``model``: the evaluated model (BatchNorm folded, as measured) with every quantized weight replaced by its
-  dequantized values, or None where the model cannot be pickled (a warning says so);
+- ``model``: the evaluated model (BatchNorm folded, as measured, moved to the CPU) with every quantized weight
+  replaced by its dequantized values, or None where the model cannot be pickled (a warning says so);
 - ``state_dict``: that model's state_dict (always present);
 - ``layers``: per quantized layer, ``bits`` (one bit-width per output channel), ``codes`` (the integer weights,
   int8 or int16 containers) and ``scales`` (one per output channel), with codes * scales the layer's weight
@@ -41,7 +41,7 @@ def _layer_entry(problem: QuantProblem, name: str, bits: np.ndarray) -> dict[str
         return {"bits": bits_tensor.to(torch.int8), "codes": None, "scales": None}
     original = problem.quantizer.original_weight(name)
     codes, scales = integer_codes(original, bits_tensor)
-    return {"bits": bits_tensor.to(torch.int8), "codes": codes, "scales": scales}
+    return {"bits": bits_tensor.to(torch.int8), "codes": codes.cpu(), "scales": scales.cpu()}
 
 
 def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Path) -> None:
@@ -49,7 +49,7 @@ def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Pa
     problem.check_assignment(assignment)
     layers = {layer.name: _layer_entry(problem, layer.name, assignment[layer.name]) for layer in problem.layers}
     with problem.quantizer.quantized(assignment) as model:
-        quantized = copy.deepcopy(model)
+        quantized = copy.deepcopy(model).cpu()  # loadable on a machine without the search's device
     payload: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "model": quantized,

@@ -133,9 +133,10 @@ def _weighted_loss_gradients(
     # and probe (PyHessian's loop). The double backward dominates, so this saves ~20-25% per probe on small CNNs
     # (CPU); the cost is holding the graph of all batches, small for the few calibration batches a trace needs.
     total = sum(len(x) for x, _ in batches)
-    loss = torch.zeros((), device=weights[0].device)
+    device = weights[0].device
+    loss = torch.zeros((), device=device)
     for k, (x, y) in enumerate(batches):
-        batch_loss = loss_fn(model(x), y)
+        batch_loss = loss_fn(model(x.to(device)), y.to(device))
         if not torch.isfinite(batch_loss).all():
             raise CwhawqError(f"non-finite loss on batch {k}; check the model and data for NaNs")
         loss = loss + batch_loss * (len(x) / total)

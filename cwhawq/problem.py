@@ -22,6 +22,7 @@ from cwhawq.bn_fold import bake_parametrized_weights, fold_batchnorm
 from cwhawq.cache import hash_tensor
 from cwhawq.cost import Budget, assignment_bits, average_bits
 from cwhawq.data import DataSplits, batches, load_dataset
+from cwhawq.device import resolve_device
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import Evaluation, accuracy, evaluate, log_probs
 from cwhawq.evaluation_memo import EvaluationMemo
@@ -164,6 +165,7 @@ def _budget(settings: ProblemSettings, layers: Sequence[LayerInfo]) -> Budget:
 
 def build_problem(settings: ProblemSettings, progress: bool = True) -> QuantProblem:
     """Load data and model by name (built-ins trained once and cached), then `prepare_problem`."""
+    resolve_device(settings.device)  # refuse a device that cannot be used before minutes of loading and training
     torch.manual_seed(settings.seed)
     dataset = settings.dataset or BUILTIN_MODELS.get(settings.model)
     if dataset is None:
@@ -185,15 +187,17 @@ def prepare_problem(
     """Bake computed weights, fold BatchNorm, find the layers, set and check the budget, estimate (or load cached)
     channel traces.
 
-    `model` is any trained classifier for `data`; it is not modified (folding works on a copy). Settings naming
-    the model, dataset and checkpoint are ignored here.
+    `model` is any trained classifier for `data`; it is not modified (folding works on a copy; without folding,
+    the model itself is moved to `settings.device`). Settings naming the model, dataset and checkpoint are ignored
+    here.
     """
     torch.manual_seed(settings.seed)
     if settings.objective not in OBJECTIVES:
         raise CwhawqError(f"unknown objective {settings.objective!r}; use one of {list(OBJECTIVES)}")
     bit_widths = validate_bit_widths(settings.bit_widths)
+    device = resolve_device(settings.device)
     model = bake_parametrized_weights(model)
-    model = fold_batchnorm(model) if settings.fold_bn else model.eval()
+    model = (fold_batchnorm(model) if settings.fold_bn else model.eval()).to(device)
     layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
     budget = _budget(settings, layers)
     budget.check(layers, bit_widths)

@@ -75,7 +75,8 @@ class ProblemSettings:
     by measuring (the agent, its warm start, random search): "kl", the mean KL divergence of the quantized model's
     predictions from the full-precision model's (`cwhawq.evaluation`), or "accuracy". "kl" is the default because
     a choice made by it held up better on validation data the choice never saw (docs/BENCHMARKS.md, change 21).
-    Accuracy is reported either way.
+    Accuracy is reported either way. `device` is where the model's passes run (`cwhawq.device`); the data stay on
+    the CPU and move a batch at a time.
     """
 
     model: str = "digits_cnn"
@@ -90,6 +91,7 @@ class ProblemSettings:
     cache_dir: str | None = None
     traces: TraceSettings = field(default_factory=TraceSettings)
     objective: str = "kl"
+    device: str = "cpu"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProblemSettings:

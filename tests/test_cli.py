@@ -127,6 +127,8 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
         (["--episodes", "0"], "episodes must be at least 1"),
         (["--pin", "*=6", "--budget-bits", "7"], "every layer is pinned"),
         (["--bits", "4", "--budget-bits", "4"], "at least two candidate bit-widths"),
+        (["--device", "gpu"], "unknown device 'gpu'"),
+        (["--device", "cuda:99"], "'cuda:99' asked for"),
     ],
 )
 def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message):

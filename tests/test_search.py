@@ -75,6 +75,15 @@ def test_resume_with_other_settings_is_refused(digits_problem, tmp_path):
         SearchRun(digits_problem, changed)
 
 
+def test_a_search_resumes_on_another_device(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=12)).run()
+    elsewhere = settings_for(out, episodes=14, resume=True)
+    elsewhere.problem.device = "cpu:0"  # where it runs, not what it searches
+    result = SearchRun(digits_problem, elsewhere).run()
+    assert result["search"]["episodes"] == 14 and result["settings"]["problem"]["device"] == "cpu:0"
+
+
 def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem, tmp_path):
     out = tmp_path / "run"
     SearchRun(digits_problem, settings_for(out, episodes=8)).run()

@@ -32,7 +32,7 @@ def perturbation_table(problem: QuantProblem) -> dict[str, np.ndarray]:
         for k, bits in enumerate(problem.bit_widths):
             full = torch.full((layer.out_channels,), bits, dtype=torch.long)
             diff = (quantize_per_channel(weight, full) - weight).reshape(layer.out_channels, -1).double()
-            errors[:, k] = diff.square().sum(dim=1).numpy()
+            errors[:, k] = diff.square().sum(dim=1).cpu().numpy()
         sensitivity = np.maximum(np.asarray(trace, dtype=np.float64), 0.0) / layer.params_per_channel
         table[layer.name] = sensitivity[:, None] * errors
     return table
