@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
 from cwhawq.export import QUANTIZED_MODEL_FILE, save_quantized_model
@@ -27,7 +28,9 @@ RECORDED_PACKAGES = ("cwhawq", "torch", "numpy", "scipy", "stable-baselines3", "
 
 
 def environment() -> dict[str, Any]:
-    """The Python, platform and package versions a run used (a package not installed is recorded as None)."""
+    """The Python, platform and package versions a run used (a package not installed is recorded as None), and
+    torch's CPU kernels (DEFAULT, AVX2, AVX512: vectorised sums round differently, so the same seed trains other
+    built-in weights and reaches another result under each; ATEN_CPU_CAPABILITY chooses them) and threads."""
 
     def version(package: str) -> str | None:
         try:
@@ -39,6 +42,8 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": {package: version(package) for package in RECORDED_PACKAGES},
+        "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 

@@ -24,4 +24,6 @@ def test_result_records_the_assignment_and_the_versions_it_ran_with(digits_probl
     assert all(np.array_equal(rebuilt[name], bits) for name, bits in assignment.items())
     recorded_torch = written["environment"]["packages"]["torch"]
     assert torch.__version__.split("+")[0] == recorded_torch.split("+")[0]  # local tags (+cpu, +cu130) vary
+    assert written["environment"]["torch_cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert written["environment"]["torch_threads"] == torch.get_num_threads()
     assert written["totals"]["weight_bits"] == digits_problem.size_bits(assignment)
