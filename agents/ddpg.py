@@ -169,6 +169,20 @@ class HaqDDPG(DDPG):
             group["lr"] *= self.actor_lr_ratio
 
 
+def network_shape(settings: AgentSettings) -> list[int] | dict[str, list[int]]:
+    """stable-baselines3's `net_arch` for the settings: one list for actor and critic, or one per network."""
+    if settings.actor_arch is None:
+        return list(settings.net_arch)
+    return {"pi": list(settings.actor_arch), "qf": list(settings.net_arch)}
+
+
+def settings_shape(net_arch: list[int] | dict[str, list[int]]) -> dict[str, tuple[int, ...] | None]:
+    """The `AgentSettings` fields (net_arch, actor_arch) of a saved agent's `net_arch` (`network_shape`'s inverse)."""
+    if isinstance(net_arch, dict):
+        return {"net_arch": tuple(net_arch["qf"]), "actor_arch": tuple(net_arch["pi"])}
+    return {"net_arch": tuple(net_arch), "actor_arch": None}
+
+
 def make_agent(
     env: gym.Env,
     settings: AgentSettings,
@@ -204,7 +218,7 @@ def make_agent(
         gradient_steps=-1,
         updates_per_step=settings.updates_per_step,
         action_noise=noise,
-        policy_kwargs={"net_arch": list(settings.net_arch)},
+        policy_kwargs={"net_arch": network_shape(settings)},
         tensorboard_log=tensorboard_log,
         seed=seed,
         device="cpu",

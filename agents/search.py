@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from agents.callbacks import SearchCallback
-from agents.ddpg import DecayingNormalNoise, make_agent
+from agents.ddpg import DecayingNormalNoise, make_agent, settings_shape
 from agents.policy_bundle import load_bundle, save_bundle
 from agents.rollout import Outcome, reuse_outcomes, rollout_with_reward
 from agents.warm_start import clone_actions, warm_start
@@ -138,8 +138,8 @@ class SearchRun:
             fitted to the budget) are the first episodes, so the result is never worse (on validation) than
             applying the policy zero-shot. With a warm start set, the baselines it names are evaluated on
             this problem too (one evaluation each), and the best of them and the policy's own output is cloned
-            into the actor, as in a fresh search. `settings.agent.net_arch` is set to the bundle's. A fine-tune
-            has no coarse phase.
+            into the actor, as in a fresh search. `settings.agent.net_arch` and `actor_arch` are set to the
+            bundle's. A fine-tune has no coarse phase.
         memo: the evaluation memo to use (default: `evaluations.jsonl` in `settings.out`; a coarse phase shares
             its search's).
     """
@@ -212,7 +212,7 @@ class SearchRun:
             for part in ("problem", "agent")
             for key, value in current[part].items()
             if state["settings"][part].get(key, SETTINGS_BEFORE_RECORDED.get((part, key), value)) != value
-            and not (fine_tune and key == "net_arch")
+            and not (fine_tune and key in ("net_arch", "actor_arch"))
             and (part, key) not in SETTINGS_FREE_ON_RESUME
         ]
         if differing:
@@ -222,8 +222,13 @@ class SearchRun:
             )
         self.method = state.get("method", self.method)  # a resumed fine-tune stays a fine-tune
         if fine_tune:
-            net_arch = tuple(state["settings"]["agent"]["net_arch"])
-            self.settings.agent = dataclasses.replace(self.settings.agent, net_arch=net_arch)
+            recorded = state["settings"]["agent"]
+            actor_arch = recorded.get("actor_arch")
+            self.settings.agent = dataclasses.replace(
+                self.settings.agent,
+                net_arch=tuple(recorded["net_arch"]),
+                actor_arch=None if actor_arch is None else tuple(actor_arch),
+            )
         if state["record"] is None:  # stopped before its first checkpoint
             start_from = Path(state["start_from"]) if state.get("start_from") else None
             if self._with_coarse(start_from):  # in the channel-wise warm start: the finished coarse phase again
@@ -280,7 +285,7 @@ class SearchRun:
         # A fresh agent on this run's settings and schedule, with the bundle's actor (and so its network shape).
         # Only the actor carries over: the critic's values are another model's accuracies, and a transferred
         # critic gave worse fine-tunes than a new one (docs/BENCHMARKS.md, "Agent changes").
-        agent = dataclasses.replace(self.settings.agent, net_arch=tuple(source.policy_kwargs["net_arch"]))
+        agent = dataclasses.replace(self.settings.agent, **settings_shape(source.policy_kwargs["net_arch"]))
         self.settings.agent = agent
         self.model = make_agent(
             self.env, agent, self.env.n_steps, self.settings.seed, tensorboard_log=str(self.out / "tb")

@@ -252,7 +252,8 @@ def _distill(args: argparse.Namespace) -> None:
     from agents.distill import distill_runs
 
     out = Path(args.out)
-    agent = AgentSettings(action=args.action, observation=args.observation)
+    actor_arch = () if args.linear_actor else None
+    agent = AgentSettings(action=args.action, observation=args.observation, actor_arch=actor_arch)
     trained_on = distill_runs(
         args.runs, out, agent, args.seed, args.cache_dir, progress=not args.quiet, device=args.device
     )
@@ -368,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action")
     distill.add_argument(
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help=OBSERVATION_HELP
+    )
+    distill.add_argument(
+        "--linear-actor",
+        action="store_true",
+        help="fit a linear actor (tanh of a linear function of the observation) instead of the MLP",
     )
     distill.add_argument("--seed", type=int, default=0, help="seeds the actor's initialisation")
     distill.add_argument("--cache-dir", help="cache of built-in models and traces (default: what each run used)")

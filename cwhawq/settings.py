@@ -43,6 +43,9 @@ class AgentSettings:
     (self-imitation), so that exploration follows the best assignment found so far. With `coarse_share` > 0, a
     channel-granularity search spends that share of its episodes on a layer-wise search first, whose best
     assignment joins the channel-wise search's warm-start candidates (coarse to fine; agents/search.py).
+    `actor_arch` gives the actor its own hidden layers (None: `net_arch`, as the critic; (): a linear actor, the
+    tanh of a linear function of the observation, which distillation can use so that a policy extrapolates to
+    another model's layers as a linear rule does; docs/BENCHMARKS.md, "Policy transfer").
     """
 
     warmup_episodes: int = 20
@@ -57,6 +60,7 @@ class AgentSettings:
     batch_size: int = 64
     buffer_size: int = 20_000
     net_arch: tuple[int, ...] = (300, 300)
+    actor_arch: tuple[int, ...] | None = None
     warm_start: str | None = "best"
     warmup_random_share: float = 0.0
     random_share: float = 0.0

@@ -19,6 +19,7 @@ fine-tune runs (large: replay buffers, TensorBoard) go to `--work`, outside docs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -69,10 +70,10 @@ def transfer_rows(
     budget: float,
     seed: int,
     episodes: int,
-    work: Path,
+    runs: Path,
     agent: AgentSettings,
 ) -> list[dict[str, Any]]:
-    """Zero-shot and fine-tuned results of `policy` on the target problem."""
+    """Zero-shot and fine-tuned results of `policy` on the target problem (fine-tunes are kept in `runs`)."""
     rows = []
     start = time.perf_counter()
     env = ChannelBitsEnv.for_agent(target, agent)
@@ -81,7 +82,7 @@ def transfer_rows(
     zero_shot = best_outcome(outcomes)[0]["assignment"]
     rows.append(("policy-zero-shot", zero_shot, len(outcomes), time.perf_counter() - start))
     start = time.perf_counter()
-    run_dir = work / "runs" / f"{model}_{budget}_s{seed}"
+    run_dir = runs / f"{model}_{budget}_s{seed}"
     problem = ProblemSettings(model=model, budget_bits=budget, objective=target.objective)
     settings = SearchSettings(
         problem=problem, agent=agent, episodes=episodes, seed=seed, out=str(run_dir), progress=False
@@ -116,8 +117,10 @@ def distilled_policy(
     agent: AgentSettings,
     cache_dir: str | None,
 ) -> Path:
-    """The policy distilled for `target` and `seed` from the other sources' searches (all budgets and seeds)."""
-    out = work / "distilled" / f"{target}_s{seed}"
+    """The policy distilled for `target` and `seed` from the other sources' searches (all budgets and seeds), with
+    `agent`'s actor (a linear one is kept apart, in `distilled_linear`)."""
+    linear = agent.actor_arch == ()
+    out = work / ("distilled_linear" if linear else "distilled") / f"{target}_s{seed}"
     if not (out / "policy.zip").is_file():
         runs = [source_dir(work, model, b, s) for model in sources if model != target
                 for b in budgets for s in range(seeds)]  # fmt: skip
@@ -175,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     add_noise_layer_arguments(parser)
     parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
     parser.add_argument(
+        "--linear-actor", action="store_true", help="distil a linear actor (`cwhawq distill --linear-actor`)"
+    )
+    parser.add_argument(
         "--objective", default=ProblemSettings.objective, choices=OBJECTIVES, help="what searches maximise on val"
     )
     args = parser.parse_args(argv)
@@ -206,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return problems[(model, budget)]
 
     if args.distill_from:
-        source = f"{', '.join(args.distill_from)}, the target left out (distilled from every budget and seed)"
+        actor = ", a linear actor" if args.linear_actor else ""
+        source = f"{', '.join(args.distill_from)}, the target left out (distilled from every budget and seed{actor})"
         searches = [(m, b, s) for m in args.distill_from for b in args.budgets for s in range(args.seeds)]
         missing = [job for job in searches if not (source_dir(work, *job) / "result.json").is_file()]
         for model, budget, seed in progress_bar(missing, desc="source searches", unit="run"):
@@ -216,15 +223,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         source = args.source
     for budget, seed, target in progress_bar(jobs, desc="transfer", unit="run"):
         if args.distill_from:
+            distilled_agent = dataclasses.replace(agent, actor_arch=() if args.linear_actor else None)
             policy = distilled_policy(
-                target, seed, args.distill_from, args.budgets, args.seeds, work, agent, args.cache_dir
+                target, seed, args.distill_from, args.budgets, args.seeds, work, distilled_agent, args.cache_dir
             )
         else:
             run_dir = work / "policies" / f"{budget}_s{seed}"
             policy = source_policy(
                 problem(args.source, budget), args.source, budget, seed, args.episodes, run_dir, agent
             )
-        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, work, agent)
+        runs = work / ("runs_linear" if args.linear_actor else "runs")
+        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, runs, agent)
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new

@@ -15,13 +15,15 @@ greedy. Models given with `--extra-sources` are learned from for every target an
 - ridge A / residual A: ridge regression (penalty A) of the level, or of its offset from the hint, on the
   observation;
 - distilled seed S: the actor `agents.distill` fits (the benchmark's policy-zero-shot rows); distilled mean: the
-  mean action of the three seeds' actors.
+  mean action of the three seeds' actors; linear seed S: the same fit with a linear actor (`cwhawq distill
+  --linear-actor`: tanh of a linear function of the observation).
 The test split only judges the rules here; they are compared on validation.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +48,7 @@ from envs.observation import static_feature_names
 #: A zero-shot rule: the level action for one observation.
 Rule = Callable[[np.ndarray], float]
 AGENT = AgentSettings(observation="v2")
+LINEAR_AGENT = dataclasses.replace(AGENT, actor_arch=())
 HINT = static_feature_names("v2").index("hint_greedy-channel")
 RIDGE_PENALTIES = (1.0, 10.0)
 #: Distilled actors per target (the seed sets only their initialisation).
@@ -84,6 +87,9 @@ def rules(
     for seed, actor in enumerate(actors):
         learned[f"distilled seed {seed}"] = lambda obs, actor=actor: float(actor.predict(obs, deterministic=True)[0][0])
     learned["distilled mean"] = lambda obs: float(np.mean([a.predict(obs, deterministic=True)[0][0] for a in actors]))
+    for seed in range(ACTOR_SEEDS):
+        actor = distill_policy(envs, LINEAR_AGENT, seed)[0]
+        learned[f"linear seed {seed}"] = lambda obs, actor=actor: float(actor.predict(obs, deterministic=True)[0][0])
     return learned
 
 

@@ -92,13 +92,26 @@ def test_quick_distilled_transfer(quick_distilled):
         assert recorded == "accuracy", run  # --objective reaches the source searches and the fine-tune
 
 
+def test_quick_distilled_transfer_with_a_linear_actor(quick_distilled, cache_dir):
+    out, _ = quick_distilled
+    argv = ["--quick", "--distill-from", "mlp1d", "digits_cnn", "--targets", "digits_cnn", "--linear-actor",
+            "--work", str(out / "work"), "--out", str(out / "linear"), "--cache-dir", str(cache_dir),
+            "--objective", "accuracy"]  # fmt: skip
+    rows = benchmark_transfer.main(argv)
+    assert [row["method"] for row in rows] == ["policy-zero-shot", "policy-finetune"]
+    bundle = out / "work" / "distilled_linear" / "digits_cnn_s0" / "policy.zip"
+    assert read_metadata(bundle)["trained_on"]["settings"]["agent"]["actor_arch"] == []
+    assert "a linear actor" in (out / "linear" / "BENCHMARKS.md").read_text()
+
+
 def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
     out, _ = quick_distilled
     argv = ["--models", "mlp1d", "digits_cnn", "--budgets", "2.5", "--seeds", "1", "--work", str(out / "work"),
             "--out", str(out / "study.jsonl"), "--cache-dir", str(cache_dir), "--objective", "accuracy"]  # fmt: skip
     rows = zero_shot_study.main(argv)
     rules = ["uniform", "greedy-channel", "hint", "ridge 1", "residual 1", "ridge 10", "residual 10",
-             *(f"distilled seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS)), "distilled mean"]  # fmt: skip
+             *(f"distilled seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS)), "distilled mean",
+             *(f"linear seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS))]  # fmt: skip
     assert [row["rule"] for row in rows] == rules * 2
     assert all(0 < row["val"] <= 1 and 0 < row["test"] <= 1 for row in rows)
     assert len((out / "study.jsonl").read_text().splitlines()) == len(rows)

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from agents.distill import distill_policy, distill_runs, load_source_run
 from agents.policy_bundle import load_bundle, read_metadata
@@ -128,3 +129,22 @@ def test_bad_sources_give_one_line_errors(capsys, source_runs, cache_dir, tmp_pa
     result["layers"][0]["bits"] = result["layers"][0]["bits"][:-1]
     (tmp_path / "cut.json").write_text(json.dumps(result))
     assert "does not fit its rebuilt model" in error_of(tmp_path / "cut.json")
+
+
+def test_linear_actor_is_distilled_then_fine_tuned_with_its_shape(capsys, source_runs, cache_dir, tmp_path):
+    out = tmp_path / "linear"
+    options = ["--out", str(out), "--cache-dir", str(cache_dir), "--linear-actor", "--quiet"]
+    assert main(["distill", *map(str, source_runs), *options]) == 0, capsys.readouterr().err
+    source = load_source_run(source_runs[0], str(cache_dir))
+    model, _ = load_bundle(out / "policy.zip", ChannelBitsEnv(source.problem))
+    linear = [module for module in model.actor.mu if isinstance(module, torch.nn.Linear)]
+    assert len(linear) == 1  # tanh of one linear map of the observation
+    applied = tmp_path / "applied"
+    command = ["apply", "--policy", str(out / "policy.zip"), "--cache-dir", str(cache_dir), "--trace-probes", "4",
+               "--trace-batches", "1", "--out", str(applied), "--quiet"]  # fmt: skip
+    assert main([*command, "--finetune-episodes", "14"]) == 0, capsys.readouterr().err
+    assert main([*command, "--finetune-episodes", "16", "--resume"]) == 0, capsys.readouterr().err
+    result = json.loads((applied / "result.json").read_text())
+    assert result["search"]["episodes"] == 16
+    assert result["settings"]["agent"]["actor_arch"] == []
+    assert result["settings"]["agent"]["net_arch"] == list(AgentSettings().net_arch)
