@@ -21,16 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from sklearn.linear_model import Ridge
 
 from agents.ddpg import HaqDDPG, make_agent
 from agents.policy_bundle import env_signature, save_bundle
 from agents.rollout import play_actions
-from agents.warm_start import clone_actions
+from agents.warm_start import TARGET_LIMIT, clone_actions
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.result import result_assignment
 from cwhawq.settings import AgentSettings, ProblemSettings
 from envs.channel_bits_env import ChannelBitsEnv
+from envs.observation import static_feature_names
+
+#: Ridge penalty of a linear actor's fit: that of the zero-shot study's best rule ("residual 10", docs/BENCHMARKS.md).
+LINEAR_PENALTY = 10.0
+#: The observation feature a linear actor starts from where there is one: the channel greedy's level for the layer.
+HINT_FEATURE = "hint_greedy-channel"
 
 
 @dataclass
@@ -90,7 +98,8 @@ def load_source_run(
 def distill_policy(
     sources: Sequence[tuple[ChannelBitsEnv, Assignment]], agent: AgentSettings, seed: int
 ) -> tuple[HaqDDPG, float]:
-    """A fresh agent (built on the first environment) whose actor reproduces every source's assignment.
+    """A fresh agent (built on the first environment) whose actor reproduces every source's assignment: an MLP
+    actor by `clone_actions`, a linear one (`agent.actor_arch == ()`) by `fit_linear_actor`.
 
     Every environment must have the same signature (candidate bit-widths, action, observation), since one actor
     serves them all. Returns the agent and the regression's final mean squared error (in action units).
@@ -114,8 +123,38 @@ def distill_policy(
         observations += [step[0] for step in play_actions(env, episode_actions)]
         actions += episode_actions
     model = make_agent(first_env, agent, first_env.n_steps, seed)
-    error = clone_actions(model, np.stack(observations), np.stack(actions))
+    if agent.actor_arch == ():
+        error = fit_linear_actor(model, first_env, np.stack(observations), np.stack(actions))
+    else:
+        error = clone_actions(model, np.stack(observations), np.stack(actions))
     return model, error
+
+
+def fit_linear_actor(model: HaqDDPG, env: ChannelBitsEnv, observations: np.ndarray, actions: np.ndarray) -> float:
+    """Set a linear actor, tanh(W obs + b), by ridge regression of the actions' tanh inputs on the observations.
+
+    The regression is shrunk toward a prior W: for a level action with observation v2, "play the channel greedy's
+    level" (weight 1 on `HINT_FEATURE`), else 0. So on a layer unlike any it learned from, the actor stays near the
+    greedy's level, which the zero-shot study found to transfer best; a few hundred Adam steps from a random start
+    (`clone_actions`) left the same linear actor far from its least-squares fit. Deterministic: the seed plays no
+    part. Returns the fit's mean squared error in action units.
+    """
+    layers = [module for module in model.actor.mu if isinstance(module, torch.nn.Linear)]
+    if len(layers) != 1:
+        raise CwhawqError("fit_linear_actor needs a linear actor (AgentSettings.actor_arch=())")
+    prior = np.zeros((actions.shape[1], observations.shape[1]))
+    features = static_feature_names(env.observation)
+    if env.action == "level" and HINT_FEATURE in features:
+        prior[0, features.index(HINT_FEATURE)] = 1.0
+    targets = np.arctanh(np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT))
+    fit = Ridge(alpha=LINEAR_PENALTY).fit(observations, targets - observations @ prior.T)
+    with torch.no_grad():
+        layers[0].weight.copy_(torch.as_tensor(prior + fit.coef_.reshape(prior.shape)))
+        layers[0].bias.copy_(torch.as_tensor(np.atleast_1d(fit.intercept_)))
+    model.actor_target.load_state_dict(model.actor.state_dict())
+    with torch.no_grad():
+        predicted = model.actor(torch.as_tensor(observations, dtype=torch.float32, device=model.device)).cpu().numpy()
+    return float(np.mean((predicted - np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT)) ** 2))
 
 
 def distill_runs(

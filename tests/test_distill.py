@@ -1,5 +1,6 @@
 """Distillation: one policy cloned from several finished runs, on several architectures and budgets."""
 
+import dataclasses
 import json
 import warnings
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.distill import distill_policy, distill_runs, load_source_run
+from agents.ddpg import make_agent
+from agents.distill import distill_policy, distill_runs, fit_linear_actor, load_source_run
 from agents.policy_bundle import load_bundle, read_metadata
 from agents.rollout import play_actions, rollout
 from cwhawq.baselines import run_method
@@ -48,6 +50,26 @@ def test_distilled_actor_reproduces_its_source(digits_problem):
         action, _ = model.predict(obs, deterministic=True)
         assert np.allclose(action, expected, atol=0.05)
         obs, *_ = env.step(expected)
+
+
+def test_linear_actor_is_a_deterministic_least_squares_fit(digits_problem):
+    linear = dataclasses.replace(AGENT, observation="v2", actor_arch=())
+    env = ChannelBitsEnv.for_agent(digits_problem, linear)
+    sources = [(env, run_method(digits_problem, method)) for method in ("greedy-channel", "ilp-layer", "uniform")]
+    first, error = distill_policy(sources, linear, seed=0)
+    second, _ = distill_policy(sources, linear, seed=1)
+    for mine, theirs in zip(first.actor.parameters(), second.actor.parameters(), strict=True):
+        assert torch.equal(mine, theirs)  # the seed only initialises what the fit then overwrites
+    observations, actions = [], []
+    for source_env, assignment in sources:
+        played = source_env.actions_for(assignment)
+        observations += [step[0] for step in play_actions(source_env, played)]
+        actions += played
+    predicted, _ = first.predict(np.stack(observations), deterministic=True)
+    assert error == pytest.approx(np.mean((predicted - np.clip(np.stack(actions), -0.98, 0.98)) ** 2), rel=1e-4)
+    assert error < np.mean(np.clip(np.stack(actions), -0.98, 0.98) ** 2)  # better than playing the middle level
+    with pytest.raises(CwhawqError, match="needs a linear actor"):
+        fit_linear_actor(make_agent(env, AGENT, env.n_steps, 0), env, np.stack(observations), np.stack(actions))
 
 
 def test_runs_with_other_bit_widths_are_refused(digits_problem):
