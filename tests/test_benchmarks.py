@@ -17,6 +17,7 @@ import benchmark_transfer  # noqa: E402
 import choose_bit_widths  # noqa: E402
 import objective_study  # noqa: E402
 import selection_study  # noqa: E402
+import target_summary  # noqa: E402
 import zero_shot_study  # noqa: E402
 
 from agents.policy_bundle import read_metadata  # noqa: E402
@@ -48,6 +49,23 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
     assert re.search(r"^- 2\.5 bits: (\d+|-) of 15, (\d+|-) of 15; own best at \d+, \d+ \(random search: \d+, \d+\)$",
                      text, flags=re.M)
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_target_summary_of_the_quick_benchmark(quick_benchmark):
+    out, rows = quick_benchmark
+    text = target_summary.main([str(out / "results.jsonl")])
+    by_method: dict[str, list[float]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row["test_accuracy"])
+    agent = np.mean(by_method.pop("ddpg-channel"))
+    met = all(agent >= np.mean(values) - 1e-12 for values in by_method.values())
+    line = next(line for line in text.splitlines() if line.startswith("| digits_cnn | 2.5 |"))
+    assert line.split(" | ")[2].startswith(f"{100 * agent:.2f} ± ")
+    assert line.split(" | ")[4] == ("yes" if met else "no")
+    assert re.search(r"in [01] of 1 cells; random search's best reached within half of its evaluations in [0-2] of 2 ",
+                     text)
+    with pytest.raises(SystemExit, match="no rows at"):
+        target_summary.main([str(out / "missing.jsonl")])
 
 
 def test_benchmark_resumes_without_rerunning(quick_benchmark, cache_dir):

@@ -1,0 +1,106 @@
+"""Where the main benchmark's rows stand against issue 3's targets, per model and budget, for one or more runs.
+
+    python scripts/target_summary.py docs/benchmark/results.jsonl docs/benchmark/avx512_machine/results.jsonl
+
+For each `results.jsonl` written by `scripts/benchmark.py`: the channel-wise DDPG's test accuracy (mean ± std over
+seeds), the best other method's mean test accuracy, whether the DDPG's mean is at least every other method's, and
+in how many seeds the DDPG's best-so-far validation score reaches the same seed's random-search best within half of
+random search's evaluations. Several files (e.g. the same benchmark on two processors) are set side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmark import evaluations_to_reach, load_rows
+
+AGENT = "ddpg-channel"
+
+
+def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[str, Any] | None:
+    """The targets' figures for one model and budget (None without channel-wise DDPG rows)."""
+    picked = [row for row in rows if row["model"] == model and row["budget"] == budget]
+    agent = [row for row in picked if row["method"] == AGENT]
+    if not agent:
+        return None
+    tests = [row["test_accuracy"] for row in agent]
+    others: dict[str, list[float]] = {}
+    for row in picked:
+        if row["method"] != AGENT:
+            others.setdefault(row["method"], []).append(row["test_accuracy"])
+    means = {method: statistics.mean(values) for method, values in others.items()}
+    best = max(means, key=lambda method: means[method])
+    random = {row["seed"]: row["curve"] for row in picked if row["method"] == "random"}
+    paired = [row for row in agent if row["seed"] in random]
+    fast = 0
+    for row in paired:
+        reached = evaluations_to_reach(row["curve"], max(random[row["seed"]]))
+        fast += reached is not None and reached <= len(random[row["seed"]]) / 2
+    return {
+        "test_mean": statistics.mean(tests),
+        "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "best_other": best,
+        "best_other_test": means[best],
+        "at_least_every_other": all(statistics.mean(tests) >= mean - 1e-12 for mean in means.values()),
+        "fast": fast,
+        "paired": len(paired),
+    }
+
+
+def table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """A Markdown table: one row per model and budget, four columns per run, and a totals line per run."""
+    names = list(runs)
+    cells = list(dict.fromkeys((row["model"], row["budget"]) for rows in runs.values() for row in rows))
+    header = "| model | budget | " + " | ".join(
+        f"DDPG test ({name}) | best other ({name}) | DDPG >= all ({name}) | random's best by half ({name})"
+        for name in names
+    )
+    lines = [header + " |", "|---|---|" + "---|" * (4 * len(names))]
+    totals = {name: [0, 0, 0, 0] for name in names}
+    for model, budget in cells:
+        parts = []
+        for name in names:
+            summary = cell_summary(runs[name], model, budget)
+            if summary is None:
+                parts.append("- | - | - | -")
+                continue
+            total = totals[name]
+            total[0] += summary["at_least_every_other"]
+            total[1] += 1
+            total[2] += summary["fast"]
+            total[3] += summary["paired"]
+            parts.append(
+                f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | "
+                f"{summary['best_other']} {100 * summary['best_other_test']:.2f} | "
+                f"{'yes' if summary['at_least_every_other'] else 'no'} | {summary['fast']}/{summary['paired']}"
+            )
+        lines.append(f"| {model} | {budget} | " + " | ".join(parts) + " |")
+    lines.append("")
+    for name, (met, n_cells, fast, paired) in totals.items():
+        lines.append(
+            f"- {name}: DDPG at least every other method in {met} of {n_cells} cells; random search's best reached "
+            f"within half of its evaluations in {fast} of {paired} runs."
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Parse the result files, print the table and return it."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="results.jsonl files of scripts/benchmark.py")
+    args = parser.parse_args(argv)
+    missing = [path for path in args.results if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: no rows at {missing[0]}; pass a results.jsonl written by scripts/benchmark.py")
+    runs = {str(path.parent.name): load_rows(path) for path in args.results}
+    text = table(runs)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
