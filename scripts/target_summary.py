@@ -5,7 +5,8 @@
 For each `results.jsonl` written by `scripts/benchmark.py`: the channel-wise DDPG's test accuracy (mean ± std over
 seeds), the best other method's mean test accuracy, whether the DDPG's mean is at least every other method's, and
 in how many seeds the DDPG's best-so-far validation score reaches the same seed's random-search best within half of
-random search's evaluations. Several files (e.g. the same benchmark on two processors) are set side by side.
+random search's evaluations. Several files (e.g. the same benchmark on two processors) are set side by side;
+files joined by "+" count as one run (e.g. `results.jsonl+seeds_5_9.jsonl`, seeds 0-4 and 5-9).
 """
 
 from __future__ import annotations
@@ -91,12 +92,16 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: Sequence[str] | None = None) -> str:
     """Parse the result files, print the table and return it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", type=Path, help="results.jsonl files of scripts/benchmark.py")
+    parser.add_argument("results", nargs="+", help="results.jsonl files of scripts/benchmark.py (a+b: one run)")
     args = parser.parse_args(argv)
-    missing = [path for path in args.results if not path.is_file()]
+    groups = [[Path(part) for part in group.split("+")] for group in args.results]
+    missing = [path for group in groups for path in group if not path.is_file()]
     if missing:
         raise SystemExit(f"error: no rows at {missing[0]}; pass a results.jsonl written by scripts/benchmark.py")
-    runs = {str(path.parent.name): load_rows(path) for path in args.results}
+    runs: dict[str, list[dict]] = {}
+    for group in groups:
+        name = " + ".join(f"{path.parent.name}/{path.stem}" for path in group)
+        runs[name] = [row for path in group for row in load_rows(path)]
     text = table(runs)
     print(text)
     return text

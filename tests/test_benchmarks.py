@@ -64,6 +64,8 @@ def test_target_summary_of_the_quick_benchmark(quick_benchmark):
     assert line.split(" | ")[4] == ("yes" if met else "no")
     assert re.search(r"in [01] of 1 cells; random search's best reached within half of its evaluations in [0-2] of 2 ",
                      text)
+    joined = target_summary.main([f"{out / 'results.jsonl'}+{out / 'results.jsonl'}"])  # one run of both files
+    assert re.search(r"^- \S+/results \+ \S+/results: .* in [0-4] of 4 runs\.$", joined, flags=re.M)
     with pytest.raises(SystemExit, match="no rows at"):
         target_summary.main([str(out / "missing.jsonl")])
 
