@@ -146,15 +146,14 @@ def fit_linear_actor(model: HaqDDPG, env: ChannelBitsEnv, observations: np.ndarr
     features = static_feature_names(env.observation)
     if env.action == "level" and HINT_FEATURE in features:
         prior[0, features.index(HINT_FEATURE)] = 1.0
-    targets = np.arctanh(np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT))
-    fit = Ridge(alpha=LINEAR_PENALTY).fit(observations, targets - observations @ prior.T)
+    targets = np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT)
+    fit = Ridge(alpha=LINEAR_PENALTY).fit(observations, np.arctanh(targets) - observations @ prior.T)
     with torch.no_grad():
         layers[0].weight.copy_(torch.as_tensor(prior + fit.coef_.reshape(prior.shape)))
         layers[0].bias.copy_(torch.as_tensor(np.atleast_1d(fit.intercept_)))
-    model.actor_target.load_state_dict(model.actor.state_dict())
-    with torch.no_grad():
         predicted = model.actor(torch.as_tensor(observations, dtype=torch.float32, device=model.device)).cpu().numpy()
-    return float(np.mean((predicted - np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT)) ** 2))
+    model.actor_target.load_state_dict(model.actor.state_dict())
+    return float(np.mean((predicted - targets) ** 2))
 
 
 def distill_runs(

@@ -35,7 +35,7 @@ from benchmark import command_line, save_rows
 from benchmark_transfer import source_dir
 from sklearn.linear_model import Ridge
 
-from agents.distill import distill_policy, load_source_run
+from agents.distill import HINT_FEATURE, distill_policy, load_source_run
 from agents.rollout import best_outcome, play_actions, zero_shot_outcomes
 from cwhawq.baselines import run_method
 from cwhawq.errors import CwhawqError
@@ -49,7 +49,7 @@ from envs.observation import static_feature_names
 Rule = Callable[[np.ndarray], float]
 AGENT = AgentSettings(observation="v2")
 LINEAR_AGENT = dataclasses.replace(AGENT, actor_arch=())
-HINT = static_feature_names("v2").index("hint_greedy-channel")
+HINT = static_feature_names("v2").index(HINT_FEATURE)
 RIDGE_PENALTIES = (1.0, 10.0)
 #: Distilled actors per target (the seed sets only their initialisation).
 ACTOR_SEEDS = 3
