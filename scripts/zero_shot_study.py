@@ -15,8 +15,9 @@ greedy. Models given with `--extra-sources` are learned from for every target an
 - ridge A / residual A: ridge regression (penalty A) of the level, or of its offset from the hint, on the
   observation;
 - distilled seed S: the actor `agents.distill` fits (the benchmark's policy-zero-shot rows); distilled mean: the
-  mean action of the three seeds' actors; linear actor: the linear actor `cwhawq distill --linear-actor` fits
-  (`agents.distill.fit_linear_actor`: ridge in tanh's input space, shrunk toward the hint).
+  mean action of the three seeds' actors; linear actor A: the linear actor `cwhawq distill --linear-actor` fits
+  (`agents.distill.fit_linear_actor`: least squares on the actions, shrunk toward the hint with ridge penalty A;
+  the command uses `agents.distill.LINEAR_PENALTY`).
 The test split only judges the rules here; they are compared on validation.
 """
 
@@ -35,7 +36,8 @@ from benchmark import command_line, save_rows
 from benchmark_transfer import source_dir
 from sklearn.linear_model import Ridge
 
-from agents.distill import HINT_FEATURE, distill_policy, load_source_run
+from agents.ddpg import make_agent
+from agents.distill import HINT_FEATURE, LINEAR_PENALTY, distill_policy, fit_linear_actor, load_source_run
 from agents.rollout import best_outcome, play_actions, zero_shot_outcomes
 from cwhawq.baselines import run_method
 from cwhawq.errors import CwhawqError
@@ -51,6 +53,8 @@ AGENT = AgentSettings(observation="v2")
 LINEAR_AGENT = dataclasses.replace(AGENT, actor_arch=())
 HINT = static_feature_names("v2").index(HINT_FEATURE)
 RIDGE_PENALTIES = (1.0, 10.0)
+#: Penalties of the linear actor's fit (`agents.distill.LINEAR_PENALTY` is what `cwhawq distill --linear-actor` uses).
+LINEAR_PENALTIES = (0.1, LINEAR_PENALTY, 10.0)
 #: Distilled actors per target (the seed sets only their initialisation).
 ACTOR_SEEDS = 3
 BASELINES = ("uniform", "greedy-channel")
@@ -87,8 +91,11 @@ def rules(
     for seed, actor in enumerate(actors):
         learned[f"distilled seed {seed}"] = lambda obs, actor=actor: float(actor.predict(obs, deterministic=True)[0][0])
     learned["distilled mean"] = lambda obs: float(np.mean([a.predict(obs, deterministic=True)[0][0] for a in actors]))
-    linear = distill_policy(envs, LINEAR_AGENT, seed=0)[0]  # a closed-form fit: the seed plays no part
-    learned["linear actor"] = lambda obs: float(linear.predict(obs, deterministic=True)[0][0])
+    first_env = envs[0][0]
+    for penalty in LINEAR_PENALTIES:
+        linear = make_agent(first_env, LINEAR_AGENT, first_env.n_steps, seed=0)  # the fit overwrites the seed's work
+        fit_linear_actor(linear, first_env, observations, levels[:, None], penalty)
+        learned[f"linear actor {penalty:g}"] = lambda obs, a=linear: float(a.predict(obs, deterministic=True)[0][0])
     return learned
 
 

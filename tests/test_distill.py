@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.ddpg import make_agent
-from agents.distill import distill_policy, distill_runs, fit_linear_actor, load_source_run
+from agents.distill import HINT_FEATURE, LINEAR_PENALTY, distill_policy, distill_runs, fit_linear_actor, load_source_run
 from agents.policy_bundle import load_bundle, read_metadata
 from agents.rollout import play_actions, rollout
 from cwhawq.baselines import run_method
@@ -17,6 +17,7 @@ from cwhawq.cli import main
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import AgentSettings
 from envs.channel_bits_env import ChannelBitsEnv
+from envs.observation import static_feature_names
 
 AGENT = AgentSettings(net_arch=(64, 64))
 
@@ -66,8 +67,24 @@ def test_linear_actor_is_a_deterministic_least_squares_fit(digits_problem):
         observations += [step[0] for step in play_actions(source_env, played)]
         actions += played
     predicted, _ = first.predict(np.stack(observations), deterministic=True)
-    assert error == pytest.approx(np.mean((predicted - np.clip(np.stack(actions), -0.98, 0.98)) ** 2), rel=1e-4)
-    assert error < np.mean(np.clip(np.stack(actions), -0.98, 0.98) ** 2)  # better than playing the middle level
+    assert error == pytest.approx(np.mean((predicted - np.stack(actions)) ** 2), rel=1e-4)
+    assert error < np.mean(np.stack(actions) ** 2)  # better than playing the middle level
+    # The fit minimises the squared error of the played actions plus the ridge penalty toward the hint prior:
+    # its gradient there is ~0, far below the gradient at the prior itself.
+    obs = torch.as_tensor(np.stack(observations), dtype=torch.float64)
+    target = torch.as_tensor(np.stack(actions), dtype=torch.float64)
+    prior = torch.zeros(1, obs.shape[1], dtype=torch.float64)
+    prior[0, static_feature_names("v2").index(HINT_FEATURE)] = 1.0
+
+    def gradient_norm(weight: torch.Tensor, bias: torch.Tensor) -> float:
+        weight, bias = weight.double().requires_grad_(), bias.double().requires_grad_()
+        squared_error = ((torch.tanh(obs @ weight.T + bias) - target) ** 2).sum()
+        loss = squared_error + LINEAR_PENALTY * ((weight - prior) ** 2).sum()
+        loss.backward()
+        return float(torch.cat([weight.grad.flatten(), bias.grad]).norm())
+
+    fitted = next(module for module in first.actor.mu if isinstance(module, torch.nn.Linear))
+    assert gradient_norm(fitted.weight.detach(), fitted.bias.detach()) < 1e-3 * gradient_norm(prior, torch.zeros(1))
     with pytest.raises(CwhawqError, match="needs a linear actor"):
         fit_linear_actor(make_agent(env, AGENT, env.n_steps, 0), env, np.stack(observations), np.stack(actions))
 
