@@ -373,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--linear-actor",
         action="store_true",
-        help="fit a linear actor (tanh of a linear function of the observation, a ridge fit shrunk toward the "
-        "channel greedy's level) instead of the MLP",
+        help="fit a linear actor (tanh of a linear function of the observation, a least-squares fit shrunk toward "
+        "the channel greedy's level) instead of the MLP",
     )
     distill.add_argument("--seed", type=int, default=0, help="seeds the actor's initialisation")
     distill.add_argument("--cache-dir", help="cache of built-in models and traces (default: what each run used)")

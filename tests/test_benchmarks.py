@@ -131,7 +131,7 @@ def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
     rows = zero_shot_study.main(argv)
     rules = ["uniform", "greedy-channel", "hint", "ridge 1", "residual 1", "ridge 10", "residual 10",
              *(f"distilled seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS)), "distilled mean",
-             "linear actor"]  # fmt: skip
+             *(f"linear actor {penalty:g}" for penalty in zero_shot_study.LINEAR_PENALTIES)]  # fmt: skip
     assert [row["rule"] for row in rows] == rules * 2
     assert all(0 < row["val"] <= 1 and 0 < row["test"] <= 1 for row in rows)
     assert len((out / "study.jsonl").read_text().splitlines()) == len(rows)
