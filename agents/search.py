@@ -1,7 +1,8 @@
 """Running (and resuming) a DDPG search on a problem, and turning its best assignment into `result.json`.
 
 Files in the output directory:
-    result.json         the final report (written at the end, also after Ctrl-C or a crash)
+    result.json         the final report (written at the end, also after Ctrl-C or a crash), with
+                        quantized_model.pt and packed_weights.npz, the quantized model (`cwhawq.export`)
     best.json           the best assignment so far, rewritten at every improvement
     policy.zip          the agent with its metadata (a policy bundle), at every checkpoint and at the end
     replay_buffer.pkl   the agent's replay buffer, with policy.zip, for --resume

@@ -11,11 +11,18 @@ The file is a `torch.save`d dict:
   (`cwhawq.quantizer.integer_codes`); layers kept at FP32 have codes and scales None.
 
 Load it with ``torch.load(path, weights_only=False)`` (it holds a pickled module) or `load_quantized_model`.
+
+`packed_weights.npz`, beside it, holds the same weights at their real size: per layer its weight shape, the bits
+of each output channel (one byte each), the scales, and the codes of the channels at each bit-width bit-packed
+(`cwhawq.packing`), so that the file is the size `result.json` reports (weights and scales) plus one byte per
+channel and the container's few hundred bytes per array. Layers kept at FP32 hold their weight as float32. It is a
+plain `numpy.savez` file (no pickle): `load_packed_weights` turns it back into the layers' weights.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -27,12 +34,17 @@ import torch
 
 from cwhawq.allocation import FP32_LAYER_BITS
 from cwhawq.errors import CwhawqError
+from cwhawq.packing import pack_codes, unpack_codes
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.quantizer import integer_codes
 from cwhawq.tracking import torch_save_atomic
 
 QUANTIZED_MODEL_FILE = "quantized_model.pt"
 EXPORT_FORMAT = "cwhawq-quantized-model-1"
+PACKED_WEIGHTS_FILE = "packed_weights.npz"
+PACKED_FORMAT = "cwhawq-packed-weights-1"
+#: Separates a layer's name from the field in the keys of `packed_weights.npz` (layer names hold dots).
+_KEY = "|"
 
 
 def _layer_entry(problem: QuantProblem, name: str, bits: np.ndarray) -> dict[str, torch.Tensor | None]:
@@ -92,3 +104,63 @@ def dequantized_weight(entry: Mapping[str, torch.Tensor | None]) -> torch.Tensor
         raise CwhawqError("this layer was kept at FP32, so it has no codes; read its weight from the state_dict")
     return codes.to(scales.dtype) * scales.view(-1, *([1] * (codes.dim() - 1)))
 
+
+
+def save_packed_weights(problem: QuantProblem, assignment: Assignment, path: Path) -> None:
+    """Write `problem`'s quantized layers under `assignment` to `path`, bit-packed (module docstring), atomically."""
+    problem.check_assignment(assignment)
+    arrays: dict[str, np.ndarray] = {"format": np.array(PACKED_FORMAT)}
+    for layer in problem.layers:
+        entry = _layer_entry(problem, layer.name, assignment[layer.name])
+        prefix = layer.name + _KEY
+        weight = problem.quantizer.original_weight(layer.name)
+        arrays[prefix + "shape"] = np.array(weight.shape, dtype=np.int64)
+        arrays[prefix + "bits"] = entry["bits"].numpy()
+        if entry["codes"] is None:
+            arrays[prefix + "fp32"] = weight.detach().cpu().float().numpy()
+            continue
+        arrays[prefix + "scales"] = entry["scales"].numpy()
+        codes = entry["codes"].numpy().reshape(len(entry["bits"]), -1)
+        for width in np.unique(arrays[prefix + "bits"]):
+            arrays[f"{prefix}codes{width}"] = pack_codes(codes[arrays[prefix + "bits"] == width], int(width))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")  # savez appends .npz to names without it
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_packed_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Each layer's weight from a file written by `save_packed_weights`: codes * scales per output channel (the
+    weights the quantized model was measured with), or the FP32 weight of a layer kept at FP32."""
+    path = Path(path)
+    if not path.is_file():
+        raise CwhawqError(f"packed weights not found: {path}; a finished run writes {PACKED_WEIGHTS_FILE}")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
+        raise CwhawqError(f"cannot read {path} ({type(exc).__name__}); pass a {PACKED_WEIGHTS_FILE}") from exc
+    if "format" not in arrays or str(arrays["format"]) != PACKED_FORMAT:
+        raise CwhawqError(f"{path} is not cwhawq packed weights ({PACKED_FORMAT}); pass a {PACKED_WEIGHTS_FILE}")
+    weights = {}
+    for key in arrays:
+        if not key.endswith(_KEY + "shape"):
+            continue
+        prefix = key[: -len("shape")]
+        shape = tuple(int(size) for size in arrays[key])
+        if prefix + "fp32" in arrays:
+            weights[prefix[:-1]] = torch.from_numpy(arrays[prefix + "fp32"])
+            continue
+        bits = arrays[prefix + "bits"]
+        per_channel = int(np.prod(shape[1:]))
+        codes = np.zeros((len(bits), per_channel), dtype=np.int32)
+        for width in np.unique(bits):
+            rows = bits == width
+            packed = arrays[f"{prefix}codes{width}"]
+            codes[rows] = unpack_codes(packed, int(width), int(rows.sum()) * per_channel).reshape(-1, per_channel)
+        entry = {"codes": torch.from_numpy(codes.reshape(shape)), "scales": torch.from_numpy(arrays[prefix + "scales"])}
+        weights[prefix[:-1]] = dequantized_weight(entry)
+    return weights

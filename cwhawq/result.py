@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
-from cwhawq.export import QUANTIZED_MODEL_FILE, save_quantized_model
+from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE, save_packed_weights, save_quantized_model
 from cwhawq.layers import unquantized_weights
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.tracking import write_json_atomic
@@ -116,10 +116,12 @@ def result_assignment(result: Mapping[str, Any]) -> Assignment:
 
 
 def write_result(out: Path, problem: QuantProblem, result: Mapping[str, Any]) -> None:
-    """Write `result` as `out/result.json` and the model it describes as `out/quantized_model.pt`."""
+    """Write `result` as `out/result.json`, the model it describes as `out/quantized_model.pt` and its weights,
+    bit-packed, as `out/packed_weights.npz`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_quantized_model(problem, result_assignment(result), out / QUANTIZED_MODEL_FILE)
+    save_packed_weights(problem, result_assignment(result), out / PACKED_WEIGHTS_FILE)
     write_json_atomic(out / RESULT_FILE, result)
 
 

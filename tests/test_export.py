@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,17 @@ from cwhawq.baselines import run_method
 from cwhawq.data import load_dataset
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import accuracy
-from cwhawq.export import QUANTIZED_MODEL_FILE, dequantized_weight, load_quantized_model, save_quantized_model
+from cwhawq.export import (
+    PACKED_WEIGHTS_FILE,
+    QUANTIZED_MODEL_FILE,
+    dequantized_weight,
+    load_packed_weights,
+    load_quantized_model,
+    save_packed_weights,
+    save_quantized_model,
+)
 from cwhawq.layers import layer_weight
+from cwhawq.packing import packed_size
 from cwhawq.problem import QuantProblem, build_problem, prepare_problem
 from cwhawq.result import build_result, write_result
 from tests.conftest import small_settings
@@ -40,6 +51,31 @@ def test_the_saved_model_reproduces_the_result(digits_problem: QuantProblem, tmp
     assert all(torch.equal(value, model_state[key]) for key, value in saved["state_dict"].items())
 
 
+def test_the_packed_weights_are_the_measured_weights_at_the_reported_size(digits_problem: QuantProblem, tmp_path):
+    problem = digits_problem
+    assignment = run_method(problem, "greedy-channel")
+    result = build_result(problem, assignment, "greedy-channel", {"problem": {"model": "digits_cnn"}})
+    write_result(tmp_path, problem, result)
+    model = load_quantized_model(tmp_path / QUANTIZED_MODEL_FILE)["model"]
+    weights = load_packed_weights(tmp_path / PACKED_WEIGHTS_FILE)
+    assert weights.keys() == {layer.name for layer in problem.layers}
+    assert all(torch.equal(weights[layer.name], layer_weight(model, layer.name)) for layer in problem.layers)
+    with zipfile.ZipFile(tmp_path / PACKED_WEIGHTS_FILE) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+    assert all(info.compress_type == zipfile.ZIP_STORED for info in members.values())  # sizes are not zipped away
+    with np.load(tmp_path / PACKED_WEIGHTS_FILE) as stored:
+        code_bytes = sum(stored[key].nbytes for key in stored.files if "|codes" in key)
+        scale_bytes = sum(stored[key].nbytes for key in stored.files if key.endswith("|scales"))
+    expected = 0
+    for layer in problem.layers:
+        widths, channels = np.unique(assignment[layer.name], return_counts=True)
+        expected += sum(packed_size(int(n) * layer.params_per_channel, int(b)) for b, n in zip(widths, channels))
+    assert code_bytes == expected
+    # every width's codes add at most one byte of padding to the size result.json reports
+    assert result["totals"]["weight_bytes"] <= code_bytes < result["totals"]["weight_bytes"] + len(members)
+    assert scale_bytes == result["totals"]["scale_overhead_bytes"]
+
+
 def test_a_layer_pinned_at_fp32_has_no_codes(cache_dir, tmp_path) -> None:
     problem = build_problem(small_settings(cache_dir, pin={"conv1": 32}, budget_bits=3.0), progress=False)
     assignment = run_method(problem, "greedy-channel")
@@ -48,6 +84,9 @@ def test_a_layer_pinned_at_fp32_has_no_codes(cache_dir, tmp_path) -> None:
     assert entry["codes"] is None and entry["scales"] is None and bool((entry["bits"] == 32).all())
     with pytest.raises(CwhawqError, match="kept at FP32"):
         dequantized_weight(entry)
+    save_packed_weights(problem, assignment, tmp_path / PACKED_WEIGHTS_FILE)
+    weights = load_packed_weights(tmp_path / PACKED_WEIGHTS_FILE)
+    assert torch.equal(weights["conv1"], problem.quantizer.original_weight("conv1"))
 
 
 class Unpicklable(nn.Module):
@@ -84,3 +123,10 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CwhawqError, match="not a cwhawq quantized model"):
         load_quantized_model(tmp_path / "other.pt")
+    with pytest.raises(CwhawqError, match="packed weights not found"):
+        load_packed_weights(tmp_path / "missing.npz")
+    with pytest.raises(CwhawqError, match="cannot read"):
+        load_packed_weights(tmp_path / "garbage.pt")
+    np.savez(tmp_path / "other.npz", weights=np.zeros(2))
+    with pytest.raises(CwhawqError, match="not cwhawq packed weights"):
+        load_packed_weights(tmp_path / "other.npz")
