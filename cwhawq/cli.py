@@ -131,7 +131,7 @@ def _default_out(problem: ProblemSettings, prefix: str) -> str:
 
 def _search(args: argparse.Namespace) -> None:
     from agents.search import SearchRun, check_out_dir, check_settings
-    from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE
     from cwhawq.problem import build_problem
     from cwhawq.result import format_summary
 
@@ -163,7 +163,7 @@ def _search(args: argparse.Namespace) -> None:
         result = SearchRun(problem, settings).run()
     print(format_summary(result))
     print(
-        f"wrote {settings.out_dir / 'result.json'} and {QUANTIZED_MODEL_FILE}; "
+        f"wrote {settings.out_dir / 'result.json'}, {QUANTIZED_MODEL_FILE} and {PACKED_WEIGHTS_FILE}; "
         f"curves: tensorboard --logdir {settings.out_dir}"
     )
     _exit_if_interrupted(result, hint)
@@ -190,7 +190,7 @@ def _apply(args: argparse.Namespace) -> None:
     from agents.policy_bundle import load_bundle, read_metadata
     from agents.rollout import ZERO_SHOT_OUTCOMES, best_outcome, reuse_outcomes
     from agents.search import SearchRun, check_out_dir
-    from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary, write_result
     from envs.channel_bits_env import ChannelBitsEnv
@@ -244,7 +244,7 @@ def _apply(args: argparse.Namespace) -> None:
         )
         write_result(settings.out_dir, problem, result)
     print(format_summary(result))
-    print(f"wrote {settings.out_dir / 'result.json'} and {QUANTIZED_MODEL_FILE}")
+    print(f"wrote {settings.out_dir / 'result.json'}, {QUANTIZED_MODEL_FILE} and {PACKED_WEIGHTS_FILE}")
     _exit_if_interrupted(result, hint)
 
 
@@ -269,7 +269,7 @@ def _baseline(args: argparse.Namespace) -> None:
     from agents.random_search import random_search
     from cwhawq.baselines import run_method
     from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
-    from cwhawq.export import QUANTIZED_MODEL_FILE
+    from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary, write_result
 
@@ -298,7 +298,7 @@ def _baseline(args: argparse.Namespace) -> None:
     result = build_result(problem, assignment, args.method, settings, extra=extra)
     write_result(out, problem, result)
     print(format_summary(result))
-    print(f"wrote {out / 'result.json'} and {QUANTIZED_MODEL_FILE}")
+    print(f"wrote {out / 'result.json'}, {QUANTIZED_MODEL_FILE} and {PACKED_WEIGHTS_FILE}")
 
 
 def build_parser() -> argparse.ArgumentParser:

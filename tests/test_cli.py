@@ -10,7 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from cwhawq.cli import main
-from cwhawq.export import QUANTIZED_MODEL_FILE, load_quantized_model
+from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE, load_packed_weights, load_quantized_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,7 @@ def test_search_end_to_end(capsys, tmp_path, common):
     assert "kept FP32" not in stdout
     saved = load_quantized_model(out / QUANTIZED_MODEL_FILE)
     assert [layer["bits"] for layer in result["layers"]] == [e["bits"].tolist() for e in saved["layers"].values()]
+    assert load_packed_weights(out / PACKED_WEIGHTS_FILE).keys() == saved["layers"].keys()
 
 
 def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):

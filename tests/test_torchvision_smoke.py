@@ -11,7 +11,15 @@ from agents.ddpg import make_agent
 from agents.rollout import rollout
 from cwhawq.data import DataSplits, Split
 from cwhawq.evaluation import accuracy
-from cwhawq.export import QUANTIZED_MODEL_FILE, load_quantized_model, save_quantized_model
+from cwhawq.export import (
+    PACKED_WEIGHTS_FILE,
+    QUANTIZED_MODEL_FILE,
+    load_packed_weights,
+    load_quantized_model,
+    save_packed_weights,
+    save_quantized_model,
+)
+from cwhawq.layers import layer_weight
 from cwhawq.problem import prepare_problem
 from cwhawq.settings import AgentSettings, TraceSettings
 from envs.channel_bits_env import ChannelBitsEnv
@@ -60,3 +68,6 @@ def test_rollout_on_torchvision_model(build, n_layers, kinds, tmp_path):
     saved = load_quantized_model(tmp_path / QUANTIZED_MODEL_FILE)
     assert saved["model"] is not None
     assert accuracy(saved["model"], data.val) == info["val_accuracy"]
+    save_packed_weights(problem, info["assignment"], tmp_path / PACKED_WEIGHTS_FILE)
+    weights = load_packed_weights(tmp_path / PACKED_WEIGHTS_FILE)
+    assert all(torch.equal(weights[layer.name], layer_weight(saved["model"], layer.name)) for layer in problem.layers)
