@@ -6,13 +6,16 @@ A layer is named by its module's qualified name, whose `weight` it quantizes, or
 parameter (an attention module's packed `in_proj_weight`, a recurrent module's `weight_ih_l0`...), by that
 parameter's qualified name (`layer_weight`); each row of such a matrix is one output channel. An embedding's rows
 are its tokens' vectors: a lookup has no multiply-accumulates, and rows of tokens the data never uses have a zero
-trace.
+trace. A weight that several modules share (an embedding tied to the output projection of a language model) is one
+layer, named after the first module that uses it: it is stored once, so it is quantized and counted once, and every
+module that uses it reads the quantized tensor.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -116,7 +119,8 @@ def discover_layers(
 
     Only the first sample of ``sample_input`` is used. Modules that never execute are skipped; a module called several
     times appears once, with the MACs of all its calls summed. ``pin`` maps fnmatch patterns over layer names to fixed
-    bit-widths; a pattern that matches no layer is an error (it is almost always a typo).
+    bit-widths; a pattern that matches no layer is an error (it is almost always a typo). A module whose weight is
+    another's (tied weights) adds its MACs to that layer, with a warning naming both.
     """
     pin = dict(pin or {})
     _validate_pins(pin)
@@ -127,11 +131,19 @@ def discover_layers(
     input_sizes: dict[str, tuple[int, ...]] = {}
     weights: dict[str, torch.Tensor] = {}
     modules: dict[str, nn.Module] = {}
+    tied: dict[str, str] = {}  # a module's name -> the layer whose weight it uses
+    by_storage: dict[tuple, str] = {}
 
     def record(name: str, weight: torch.Tensor, module: nn.Module, calls_macs: int, input_size: tuple) -> None:
+        name = tied.get(name, name)
         if name not in macs:
-            order.append(name)
-            macs[name], input_sizes[name], weights[name], modules[name] = 0, input_size, weight, module
+            storage = (weight.data_ptr(), tuple(weight.shape))
+            if storage in by_storage:
+                tied[name] = name = by_storage[storage]
+            else:
+                by_storage[storage] = name
+                order.append(name)
+                macs[name], input_sizes[name], weights[name], modules[name] = 0, input_size, weight, module
         macs[name] += calls_macs
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -183,6 +195,11 @@ def discover_layers(
         for module, training in was_training.items():
             module.training = training
 
+    for name, owner in tied.items():
+        warnings.warn(
+            f"{name!r} uses the weight of {owner!r} (tied weights): it is quantized once, as layer {owner!r}",
+            stacklevel=2,
+        )
     if not order:
         raise CwhawqError(
             "no quantizable layer (convolution, Linear, embedding, attention, recurrent) ran in a forward pass of "

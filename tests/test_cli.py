@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 
 from cwhawq.cli import main
@@ -269,6 +270,24 @@ def test_own_data_file_and_a_token_model(capsys, tmp_path, common):
     assert result["layers"][0]["kind"] == "embedding" and result["totals"]["unquantized_weights"] == 0
     assert result["dataset"] == "tokens" and result["totals"]["weight_bits"] <= result["totals"]["budget_bits"]
     assert result["accuracy"]["quantized_val_kl"] > 0  # quantization reached the forward pass
+
+
+def test_a_model_with_tied_weights_runs_without_surgery(capsys, tmp_path, common):
+    digits = load_digits()
+    np.savez(tmp_path / "tokens.npz", x=digits.data.astype(np.int64), y=digits.target)
+    args = ["--model", "tests.toy_models:tied_token_model", "--dataset", str(tmp_path / "tokens.npz")]
+    with pytest.warns(UserWarning, match="quantized once, as layer 'embed'"):
+        status, _, stderr = run_cli(
+            capsys, "baseline", *common, *args, "--method", "greedy-channel", "--out", str(tmp_path / "o"), "--quiet"
+        )
+    assert status == 0, stderr
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert [layer["name"] for layer in result["layers"]] == ["embed", "mix", "head"]
+    assert result["totals"]["weights"] == 17 * 8 + 8 * 8 + 17 * 10  # the shared table counted once
+    model = load_quantized_model(tmp_path / "o" / QUANTIZED_MODEL_FILE)["model"]
+    assert model.unembed.weight is model.embed.weight  # still tied: both uses read the quantized table
+    weights = load_packed_weights(tmp_path / "o" / PACKED_WEIGHTS_FILE)
+    assert torch.equal(weights["embed"], model.unembed.weight)
 
 
 def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):

@@ -16,7 +16,7 @@ from torch import nn
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo, discover_layers, layer_weight, unquantized_weights
 from cwhawq.quantizer import WeightQuantizer
-from tests.toy_models import DigitsLSTM, DigitsPositionEmbedding, DigitsTransformer
+from tests.toy_models import DigitsLSTM, DigitsPositionEmbedding, DigitsTransformer, TiedTokenModel
 
 
 class Toy(nn.Module):
@@ -128,6 +128,16 @@ def test_shared_module_listed_once_with_summed_macs() -> None:
     layers = discover_layers(Shared(), torch.randn(1, 4))
     assert [layer.name for layer in layers] == ["block", "first", "head"]
     assert layers[0].macs == 2 * 16
+
+
+def test_tied_weights_are_one_layer_with_the_macs_of_every_use() -> None:
+    model = TiedTokenModel()
+    with pytest.warns(UserWarning, match="'unembed' uses the weight of 'embed' \\(tied weights\\)"):
+        layers = {layer.name: layer for layer in discover_layers(model, torch.randint(0, 17, (1, 5)))}
+    assert list(layers) == ["embed", "mix", "head"]
+    assert layers["embed"].macs == 5 * 17 * 8  # the projection's products; the lookup has none
+    assert unquantized_weights(model, list(layers.values())) == {}
+    WeightQuantizer(model, list(layers.values()))  # one tensor, one owner
 
 
 def test_modes_and_buffers_untouched() -> None:

@@ -89,3 +89,23 @@ class TokenGRU(nn.Module):
 def token_gru() -> nn.Module:
     """A text-like model on integer inputs (random weights); its embedding table stays FP32."""
     return TokenGRU()
+
+
+class TiedTokenModel(nn.Module):
+    """A language-model-like classifier: its output projection reuses the embedding table (tied weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(17, 8)
+        self.mix = nn.Linear(8, 8)
+        self.unembed = nn.Linear(8, 17, bias=False)
+        self.unembed.weight = self.embed.weight
+        self.head = nn.Linear(17, 10)
+
+    def forward(self, tokens):
+        return self.head(self.unembed(torch.relu(self.mix(self.embed(tokens)))).mean(1))
+
+
+def tied_token_model() -> nn.Module:
+    """Tied weights on integer inputs (random weights): the shared table is one layer."""
+    return TiedTokenModel()
