@@ -305,6 +305,12 @@ def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
 
 
 def _check_output(model: nn.Module, spec: str, data: DataSplits) -> None:
+    other_dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {"torch.float32"})
+    if other_dtypes:
+        raise CwhawqError(
+            f"model {spec!r} has {', '.join(other_dtypes)} weights; cwhawq measures float32 models: return "
+            "model.float() from your builder"
+        )
     with torch.no_grad():
         try:
             out = model(data.val.x[:2])
@@ -316,7 +322,8 @@ def _check_output(model: nn.Module, spec: str, data: DataSplits) -> None:
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CwhawqError(
-            f"model {spec!r} outputs {shape} for 2 samples, expected (2, {data.num_classes}) logits for {data.name}"
+            f"model {spec!r} outputs {shape} for 2 samples, expected (2, {data.num_classes}) logits for {data.name}; "
+            "return the logits tensor alone (e.g. a wrapper module whose forward returns output[0] or output['logits'])"
         )
 
 

@@ -126,6 +126,20 @@ def not_a_model():
 
 def broken():
     raise RuntimeError("boom")
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.flatten, self.head, self.aux = nn.Flatten(), nn.Linear(64, 10), nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.head(self.flatten(x)), self.aux(self.flatten(x))
+
+def two_heads():
+    return TwoHeads()
+
+def double():
+    return make().double()
 """
 
 
@@ -154,6 +168,8 @@ def test_module_function_spec(user_module: str, digits: DataSplits) -> None:
         ("not_a_model", "not a torch.nn.Module"),
         ("broken", "cannot import .*RuntimeError: boom"),
         ("wrong_classes", r"expected \(2, 10\)"),
+        ("two_heads", r"outputs tuple .* return the logits tensor alone"),
+        ("double", r"has torch.float64 weights.* model.float\(\)"),
     ],
 )
 def test_module_function_errors(user_module: str, digits: DataSplits, function: str, message: str) -> None:
