@@ -316,8 +316,14 @@ def _check_output(model: nn.Module, spec: str, data: DataSplits) -> None:
             out = model(data.val.x[:2])
         except Exception as exc:  # any shape or dtype mismatch inside the user's forward
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = (
+                "; integer inputs are passed as token ids (int64): store other inputs as floats, e.g. images as "
+                "x.astype('float32') / 255"
+                if not data.val.x.is_floating_point()
+                else ""
+            )
             raise CwhawqError(
-                f"model {spec!r} fails on {data.name} inputs of shape {data.input_shape}: {message}"
+                f"model {spec!r} fails on {data.name} inputs of shape {data.input_shape}: {message}{hint}"
             ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

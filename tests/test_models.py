@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 from torch import nn
 
 from cwhawq import models as models_module
@@ -256,3 +258,12 @@ def test_accuracy_counts_and_restores_mode() -> None:
     assert accuracy(model, split, batch_size=2) == pytest.approx(4 / 5)
     assert model.training
     assert accuracy(model, Split(x=torch.zeros(0, 4), y=torch.zeros(0, dtype=torch.int64))) == 0.0
+
+
+def test_integer_inputs_to_a_model_without_an_embedding_get_the_fix(user_module: str, tmp_path: Path) -> None:
+    digits = load_digits()
+    np.savez(tmp_path / "pixels.npz", x=digits.images.astype(np.uint8), y=digits.target)  # images saved as bytes
+    data = load_dataset(str(tmp_path / "pixels.npz"), seed=0)
+    with pytest.raises(CwhawqError, match=r"token ids \(int64\): store other inputs as floats") as info:
+        load_model(f"{user_module}:make", data)
+    assert "\n" not in str(info.value)
