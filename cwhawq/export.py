@@ -56,10 +56,26 @@ def _layer_entry(problem: QuantProblem, name: str, bits: np.ndarray) -> dict[str
     return {"bits": bits_tensor.to(torch.int8), "codes": codes.cpu(), "scales": scales.cpu()}
 
 
+def _layer_entries(problem: QuantProblem, assignment: Assignment) -> dict[str, dict[str, torch.Tensor | None]]:
+    problem.check_assignment(assignment)
+    return {layer.name: _layer_entry(problem, layer.name, assignment[layer.name]) for layer in problem.layers}
+
+
+def save_model_files(problem: QuantProblem, assignment: Assignment, out: Path) -> None:
+    """Write `QUANTIZED_MODEL_FILE` and `PACKED_WEIGHTS_FILE` for `assignment` into `out`, the codes computed once."""
+    entries = _layer_entries(problem, assignment)
+    _write_quantized_model(problem, assignment, entries, Path(out) / QUANTIZED_MODEL_FILE)
+    _write_packed_weights(problem, entries, Path(out) / PACKED_WEIGHTS_FILE)
+
+
 def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Path) -> None:
     """Write `problem`'s model quantized by `assignment` to `path` (format in the module docstring), atomically."""
-    problem.check_assignment(assignment)
-    layers = {layer.name: _layer_entry(problem, layer.name, assignment[layer.name]) for layer in problem.layers}
+    _write_quantized_model(problem, assignment, _layer_entries(problem, assignment), path)
+
+
+def _write_quantized_model(
+    problem: QuantProblem, assignment: Assignment, layers: dict[str, dict[str, torch.Tensor | None]], path: Path
+) -> None:
     with problem.quantizer.quantized(assignment) as model:
         quantized = copy.deepcopy(model).cpu()  # loadable on a machine without the search's device
     payload: dict[str, Any] = {
@@ -75,7 +91,7 @@ def save_quantized_model(problem: QuantProblem, assignment: Assignment, path: Pa
         warnings.warn(
             f"the quantized model cannot be pickled ({exc}); {path.name} holds its state_dict and integer codes "
             "only: load the state_dict into your model (BatchNorm folded as cwhawq.bn_fold.fold_batchnorm does)",
-            stacklevel=2,
+            stacklevel=3,
         )
         payload["model"] = None
         torch_save_atomic(path, payload)
@@ -108,10 +124,15 @@ def dequantized_weight(entry: Mapping[str, torch.Tensor | None]) -> torch.Tensor
 
 def save_packed_weights(problem: QuantProblem, assignment: Assignment, path: Path) -> None:
     """Write `problem`'s quantized layers under `assignment` to `path`, bit-packed (module docstring), atomically."""
-    problem.check_assignment(assignment)
+    _write_packed_weights(problem, _layer_entries(problem, assignment), path)
+
+
+def _write_packed_weights(
+    problem: QuantProblem, entries: dict[str, dict[str, torch.Tensor | None]], path: Path
+) -> None:
     arrays: dict[str, np.ndarray] = {"format": np.array(PACKED_FORMAT)}
     for layer in problem.layers:
-        entry = _layer_entry(problem, layer.name, assignment[layer.name])
+        entry = entries[layer.name]
         prefix = layer.name + _KEY
         weight = problem.quantizer.original_weight(layer.name)
         arrays[prefix + "shape"] = np.array(weight.shape, dtype=np.int64)

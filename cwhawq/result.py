@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
-from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE, save_packed_weights, save_quantized_model
+from cwhawq.export import save_model_files
 from cwhawq.layers import unquantized_weights
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.tracking import write_json_atomic
@@ -120,8 +120,7 @@ def write_result(out: Path, problem: QuantProblem, result: Mapping[str, Any]) ->
     bit-packed, as `out/packed_weights.npz`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_quantized_model(problem, result_assignment(result), out / QUANTIZED_MODEL_FILE)
-    save_packed_weights(problem, result_assignment(result), out / PACKED_WEIGHTS_FILE)
+    save_model_files(problem, result_assignment(result), out)
     write_json_atomic(out / RESULT_FILE, result)
 
 
