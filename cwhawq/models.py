@@ -16,6 +16,7 @@ from torch import nn
 from cwhawq.cache import default_cache_dir
 from cwhawq.data import DataSplits
 from cwhawq.errors import CwhawqError
+from cwhawq.model_output import find_logits
 
 # Bump when an architecture or the training recipe changes, so stale cached weights are not reused.
 TRAINING_VERSION = "1"
@@ -304,35 +305,6 @@ def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
         raise CwhawqError(f"checkpoint {path} does not match the model: {detail[:300]}") from None
 
 
-def _check_output(model: nn.Module, spec: str, data: DataSplits) -> None:
-    other_dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {"torch.float32"})
-    if other_dtypes:
-        raise CwhawqError(
-            f"model {spec!r} has {', '.join(other_dtypes)} weights; cwhawq measures float32 models: return "
-            "model.float() from your builder"
-        )
-    with torch.no_grad():
-        try:
-            out = model(data.val.x[:2])
-        except Exception as exc:  # any shape or dtype mismatch inside the user's forward
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            hint = (
-                "; integer inputs are passed as token ids (int64): store other inputs as floats, e.g. images as "
-                "x.astype('float32') / 255"
-                if not data.val.x.is_floating_point()
-                else ""
-            )
-            raise CwhawqError(
-                f"model {spec!r} fails on {data.name} inputs of shape {data.input_shape}: {message}{hint}"
-            ) from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise CwhawqError(
-            f"model {spec!r} outputs {shape} for 2 samples, expected (2, {data.num_classes}) logits for {data.name}; "
-            "return the logits tensor alone (e.g. a wrapper module whose forward returns output[0] or output['logits'])"
-        )
-
-
 def load_model(
     spec: str, data: DataSplits, checkpoint: str | None = None, cache_dir: Path | None = None, seed: int = 0
 ) -> nn.Module:
@@ -351,5 +323,5 @@ def load_model(
     if checkpoint is not None:
         _load_checkpoint(model, checkpoint)
     model.eval()
-    _check_output(model, spec, data)
+    find_logits(model, data, spec)  # fail here, before minutes of traces, on a model that cannot be measured
     return model

@@ -28,6 +28,7 @@ from cwhawq.evaluation import Evaluation, accuracy, evaluate, log_probs
 from cwhawq.evaluation_memo import EvaluationMemo
 from cwhawq.hessian import ChannelTraces, cached_channel_traces
 from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
+from cwhawq.model_output import logits_only
 from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model
 from cwhawq.quantizer import WeightQuantizer
 from cwhawq.settings import OBJECTIVES, ProblemSettings
@@ -184,8 +185,8 @@ def _cache_dir(settings: ProblemSettings) -> Path:
 def prepare_problem(
     model: nn.Module, data: DataSplits, settings: ProblemSettings, progress: bool = True
 ) -> QuantProblem:
-    """Bake computed weights, fold BatchNorm, find the layers, set and check the budget, estimate (or load cached)
-    channel traces.
+    """Bake computed weights, fold BatchNorm, select the logits of a tuple or dict output, find the layers, set and
+    check the budget, estimate (or load cached) channel traces.
 
     `model` is any trained classifier for `data`; it is not modified (folding works on a copy; without folding,
     the model itself is moved to `settings.device`). Settings naming the model, dataset and checkpoint are ignored
@@ -196,8 +197,10 @@ def prepare_problem(
         raise CwhawqError(f"unknown objective {settings.objective!r}; use one of {list(OBJECTIVES)}")
     bit_widths = validate_bit_widths(settings.bit_widths)
     device = resolve_device(settings.device)
+    name = type(model).__name__
     model = bake_parametrized_weights(model)
     model = (fold_batchnorm(model) if settings.fold_bn else model.eval()).to(device)
+    model = logits_only(model, data, name)
     layers = discover_layers(model, data.train.x[:1], pin=settings.pin)
     budget = _budget(settings, layers)
     budget.check(layers, bit_widths)

@@ -11,6 +11,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from cwhawq.cli import main
+from cwhawq.data import load_dataset
+from cwhawq.evaluation import accuracy
 from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE, load_packed_weights, load_quantized_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +290,16 @@ def test_a_model_with_tied_weights_runs_without_surgery(capsys, tmp_path, common
     assert model.unembed.weight is model.embed.weight  # still tied: both uses read the quantized table
     weights = load_packed_weights(tmp_path / "o" / PACKED_WEIGHTS_FILE)
     assert torch.equal(weights["embed"], model.unembed.weight)
+
+
+def test_a_model_returning_a_dict_runs_without_surgery(capsys, tmp_path, common):
+    with pytest.warns(UserWarning, match=r"uses output\['logits'\] as the logits"):
+        result, _ = greedy_on_toy_model(capsys, tmp_path, common, "digits_dict_output")
+    assert [layer["name"] for layer in result["layers"]] == ["conv", "head"]  # BatchNorm folded
+    model = load_quantized_model(tmp_path / "digits_dict_output" / QUANTIZED_MODEL_FILE)["model"]
+    digits = load_dataset("digits", seed=0)
+    measured = accuracy(model, digits.test)  # the exported model returns the logits tensor that was measured
+    assert measured == pytest.approx(result["accuracy"]["quantized_test"])
 
 
 def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):

@@ -142,6 +142,13 @@ def two_heads():
 
 def double():
     return make().double()
+
+class NoLogits(TwoHeads):
+    def forward(self, x):
+        return {"aux": self.aux(self.flatten(x))}
+
+def no_logits():
+    return NoLogits()
 """
 
 
@@ -170,7 +177,7 @@ def test_module_function_spec(user_module: str, digits: DataSplits) -> None:
         ("not_a_model", "not a torch.nn.Module"),
         ("broken", "cannot import .*RuntimeError: boom"),
         ("wrong_classes", r"expected \(2, 10\)"),
-        ("two_heads", r"outputs tuple .* return the logits tensor alone"),
+        ("no_logits", r"outputs a dict with no entry of shape \(2, 10\) .* under the key 'logits'"),
         ("double", r"has torch.float64 weights.* model.float\(\)"),
     ],
 )
@@ -178,6 +185,13 @@ def test_module_function_errors(user_module: str, digits: DataSplits, function: 
     with pytest.raises(CwhawqError, match=message) as info:
         load_model(f"{user_module}:{function}", digits)
     assert "\n" not in str(info.value)
+
+
+def test_a_model_returning_a_tuple_is_loaded_as_it_is(user_module: str, digits: DataSplits) -> None:
+    """The logits are picked later (`cwhawq.model_output`); loading only checks that they can be found."""
+    model = load_model(f"{user_module}:two_heads", digits)
+    logits, aux = model(digits.val.x[:3])
+    assert logits.shape == (3, 10) and aux.shape == (3, 2)
 
 
 @pytest.mark.parametrize("spec", ["no_such_module_xyz:make", "nofunction:", ":make"])

@@ -109,3 +109,22 @@ class TiedTokenModel(nn.Module):
 def tied_token_model() -> nn.Module:
     """Tied weights on integer inputs (random weights): the shared table is one layer."""
     return TiedTokenModel()
+
+
+class DigitsDictOutput(nn.Module):
+    """A CNN with BatchNorm whose forward returns a dict, as Hugging Face classifiers do: logits and features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        features = torch.relu(self.bn(self.conv(x))).flatten(1)
+        return {"features": features, "logits": self.head(features)}
+
+
+def digits_dict_output() -> nn.Module:
+    """Logits under output["logits"] (random weights)."""
+    return DigitsDictOutput()
