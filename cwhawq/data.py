@@ -45,13 +45,39 @@ class Split:
 
 @dataclass
 class DataSplits:
-    """A data set split into train, validation and test parts."""
+    """A data set split into train, validation and test parts.
+
+    The splits are checked and converted as a data file's are, whichever way they were built: inputs (tensors or
+    numpy arrays, on any device) become float32 (int64 for token ids), labels int64 class indices below
+    ``num_classes``; NaN or infinite inputs, empty splits and splits of different sample shapes are refused with a
+    `CwhawqError`.
+    """
 
     name: str
     train: Split
     val: Split
     test: Split
     num_classes: int
+
+    def __post_init__(self) -> None:
+        for part in ("train", "val", "test"):
+            split = getattr(self, part)
+            x = _inputs(_as_array(split.x), f"x_{part} of {self.name}")
+            y = _labels(_as_array(split.y), f"y_{part} of {self.name}", len(x))
+            if not len(y):
+                raise CwhawqError(f"the {part} split of {self.name} is empty; every split needs samples")
+            setattr(self, part, Split(torch.from_numpy(x), torch.from_numpy(y)))
+        shapes = {tuple(getattr(self, part).x.shape[1:]) for part in ("train", "val", "test")}
+        if len(shapes) > 1:
+            raise CwhawqError(
+                f"the splits of {self.name} have inputs of different shapes {sorted(shapes)}; use one shape"
+            )
+        top = max(int(getattr(self, part).y.max()) for part in ("train", "val", "test"))
+        if top >= self.num_classes:
+            raise CwhawqError(
+                f"{self.name} has labels up to {top} but num_classes={self.num_classes}; set num_classes to at least "
+                f"{top + 1}"
+            )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -124,6 +150,14 @@ def _split(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> Split:
     return Split(x=torch.from_numpy(x[index]), y=torch.from_numpy(y[index]))
 
 
+def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A numpy view (or copy) of a tensor on any device and of any float type, or of an array-like."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        return (values.float() if values.is_floating_point() else values).numpy()
+    return np.asarray(values)
+
+
 def _inputs(x: np.ndarray, name: str) -> np.ndarray:
     """Float (and boolean) inputs as float32, integer ones (token ids) as int64; NaN or infinite values refused."""
     x = np.asarray(x)
@@ -163,9 +197,7 @@ def _read_file(path: Path) -> dict[str, np.ndarray]:
         raise CwhawqError(f"cannot read dataset file {path} ({type(exc).__name__}); {_FIX}") from None
     if not isinstance(stored, dict):
         raise CwhawqError(f"dataset file {path} holds a {type(stored).__name__}, not a dict of arrays; {_FIX}")
-    return {
-        key: value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value) for key, value in stored.items()
-    }
+    return {key: _as_array(value) for key, value in stored.items()}
 
 
 def _file_splits(path: Path, seed: int) -> DataSplits:
@@ -176,12 +208,7 @@ def _file_splits(path: Path, seed: int) -> DataSplits:
             x = _inputs(arrays[f"x_{part}"], f"x_{part} in {path}")
             y = _labels(arrays[f"y_{part}"], f"y_{part} in {path}", len(x))
             parts[part] = Split(torch.from_numpy(x), torch.from_numpy(y))
-        shapes = {tuple(split.x.shape[1:]) for split in parts.values()}
-        if len(shapes) > 1:
-            raise CwhawqError(f"the splits in {path} have inputs of different shapes {sorted(shapes)}; use one shape")
-        if any(not len(split) for split in parts.values()):
-            raise CwhawqError(f"a split in {path} is empty; every split needs samples")
-        num_classes = max(int(split.y.max()) for split in parts.values()) + 1
+        num_classes = max((int(split.y.max()) for split in parts.values() if len(split)), default=0) + 1
         return DataSplits(name=path.stem, num_classes=num_classes, **parts)
     if not {"x", "y"} <= arrays.keys():
         raise CwhawqError(f"dataset file {path} holds {sorted(arrays)}, not x and y; {_FIX}")

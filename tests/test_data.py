@@ -208,3 +208,42 @@ def test_batches_rejects_bad_arguments(size: int, limit: int | None) -> None:
 def test_input_shape_property() -> None:
     split = Split(x=torch.zeros(3, 2, 5), y=torch.zeros(3, dtype=torch.int64))
     assert DataSplits("toy", split, split, split, 2).input_shape == (2, 5)
+
+
+def toy_split(n: int = 6, features: int = 3) -> Split:
+    return Split(x=torch.arange(n * features).view(n, features) / 4, y=torch.arange(n) % 2)  # exact in bfloat16
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda split: Split(split.x.numpy(), split.y.numpy()),
+        lambda split: Split(split.x.double(), split.y),
+        lambda split: Split(split.x.bfloat16(), split.y),
+        lambda split: Split(split.x, split.y.float()),  # labels saved as floats
+        lambda split: Split(split.x.tolist(), split.y.tolist()),
+    ],
+    ids=["numpy", "float64", "bfloat16", "float-labels", "lists"],
+)
+def test_splits_built_in_python_are_converted_like_a_files(convert) -> None:
+    split = toy_split()
+    data = DataSplits("mine", convert(split), split, split, num_classes=2)
+    assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.int64
+    assert torch.equal(data.train.x, split.x) and torch.equal(data.train.y, split.y)
+
+
+@pytest.mark.parametrize(
+    ("val", "message"),
+    [
+        (Split(torch.full((6, 3), float("nan")), torch.arange(6) % 2), "x_val of mine hold NaN"),
+        (Split(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64)), "the val split of mine is empty"),
+        (Split(torch.zeros(6, 4), torch.arange(6) % 2), r"different shapes \[\(3,\), \(4,\)\]"),
+        (Split(torch.zeros(6, 3), torch.arange(6)), "labels up to 5 but num_classes=2; set num_classes to at least 6"),
+        (Split(torch.zeros(6, 3), torch.linspace(0, 1, 6)), "y_val of mine must be class indices"),
+        (Split(torch.zeros(6, 3), torch.arange(5)), "y_val of mine have shape"),
+    ],
+)
+def test_bad_splits_built_in_python_give_one_line_errors(val: Split, message: str) -> None:
+    with pytest.raises(CwhawqError, match=message) as info:
+        DataSplits("mine", toy_split(), val, toy_split(), num_classes=2)
+    assert "\n" not in str(info.value)
