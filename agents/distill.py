@@ -32,7 +32,7 @@ from agents.warm_start import TARGET_LIMIT, clone_actions
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.result import result_assignment
-from cwhawq.settings import AgentSettings, ProblemSettings
+from cwhawq.settings import AgentSettings, ProblemSettings, check_seed
 from envs.channel_bits_env import ChannelBitsEnv
 from envs.observation import static_feature_names
 
@@ -207,6 +207,7 @@ def distill_runs(
 ) -> dict[str, Any]:
     """Distil the runs in `paths` into `out/policy.zip`, rebuilding their problems on `device`; returns what the
     bundle records as its training."""
+    check_seed(seed)  # before minutes of rebuilding the runs' problems
     agent = agent or AgentSettings()
     problems: dict[str, QuantProblem] = {}
     runs = [load_source_run(path, cache_dir, progress, problems, device) for path in paths]

@@ -413,14 +413,24 @@ def _one_line_warnings() -> Iterator[None]:
         warnings.formatwarning = original
 
 
+def _check_common_arguments(args: argparse.Namespace) -> None:
+    """Refuse --threads and --out values that every command would otherwise fail on late, with a traceback."""
+    if args.threads < 1:
+        raise CwhawqError(f"--threads must be at least 1, not {args.threads}")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise CwhawqError(f"--out {out} is a file; pass a directory (it is created if missing)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
     try:
+        _check_common_arguments(args)
+        torch.set_num_threads(args.threads)
         with _one_line_warnings():
             handler(args)
     except CwhawqError as error:

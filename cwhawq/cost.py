@@ -131,9 +131,12 @@ class Budget:
         if self.total_bits < smallest:
             pins = ", pinned layers at their pins" if any(layer.pinned_bits is not None for layer in layers) else ""
             raise CwhawqError(
-                f"budget of {avg:.2f} average bits is below the smallest possible size "
-                f"({smallest / _n_weights(layers):.2f} bits: every channel at {lowest} bits{pins}); "
-                "raise the budget or add a lower candidate bit-width"
+                f"budget of {avg:.2f} average bits ({self.megabytes:.4g} MB) is below the smallest possible size "
+                f"({smallest / _n_weights(layers):.2f} bits, {smallest / BITS_PER_MEGABYTE:.4g} MB: every channel at "
+                f"{lowest} bits{pins}); raise the budget or add a lower candidate bit-width"
             )
         if self.total_bits >= fp32_bits(layers):
-            raise CwhawqError(f"budget of {avg:.2f} average bits is at or above the FP32 size; give a smaller budget")
+            raise CwhawqError(
+                f"budget of {avg:.2f} average bits ({self.megabytes:.4g} MB) is at or above the FP32 size "
+                f"({fp32_bits(layers) / BITS_PER_MEGABYTE:.4g} MB); give a smaller budget"
+            )

@@ -254,7 +254,9 @@ def batches(split: Split, batch_size: int, max_batches: int | None = None) -> li
     if batch_size < 1:
         raise CwhawqError(f"batch size must be at least 1, got {batch_size}")
     if max_batches is not None and max_batches < 1:
-        raise CwhawqError(f"max_batches must be at least 1 (or None for all), got {max_batches}")
+        raise CwhawqError(
+            f"max_batches must be at least 1 (or None for all), got {max_batches}; pass a positive number of batches"
+        )
     starts = range(0, len(split.y), batch_size)
     if max_batches is not None:
         starts = starts[:max_batches]

@@ -180,7 +180,8 @@ _BUILDERS: dict[str, Callable[[int, Sequence[int]], nn.Module]] = {
 }
 
 
-def _unknown_builtin(name: str) -> CwhawqError:
+def unknown_model_error(name: str) -> CwhawqError:
+    """The error for a model name that is neither a builtin nor 'module:function', listing the builtins."""
     return CwhawqError(
         f"unknown model {name!r}; choose a builtin ({', '.join(BUILTIN_MODELS)}) or give 'package.module:function'"
     )
@@ -189,7 +190,7 @@ def _unknown_builtin(name: str) -> CwhawqError:
 def build_builtin(name: str, num_classes: int, input_shape: Sequence[int]) -> nn.Module:
     """Build the untrained architecture of builtin model ``name`` for the given classes and per-sample input shape."""
     if name not in _BUILDERS:
-        raise _unknown_builtin(name)
+        raise unknown_model_error(name)
     try:
         return _BUILDERS[name](num_classes, tuple(input_shape))
     except (RuntimeError, IndexError) as exc:
@@ -315,7 +316,7 @@ def load_model(
     if ":" in spec:
         model = _import_model(spec)
     elif spec not in BUILTIN_MODELS:
-        raise _unknown_builtin(spec)
+        raise unknown_model_error(spec)
     elif checkpoint is not None:
         model = build_builtin(spec, data.num_classes, data.input_shape)
     else:

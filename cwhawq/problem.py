@@ -29,7 +29,7 @@ from cwhawq.evaluation_memo import EvaluationMemo
 from cwhawq.hessian import ChannelTraces, cached_channel_traces
 from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
 from cwhawq.model_output import logits_only
-from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model
+from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model, unknown_model_error
 from cwhawq.quantizer import WeightQuantizer
 from cwhawq.settings import OBJECTIVES, ProblemSettings
 
@@ -168,6 +168,8 @@ def build_problem(settings: ProblemSettings, progress: bool = True) -> QuantProb
     """Load data and model by name (built-ins trained once and cached), then `prepare_problem`."""
     resolve_device(settings.device)  # refuse a device that cannot be used before minutes of loading and training
     torch.manual_seed(settings.seed)
+    if ":" not in settings.model and settings.model not in BUILTIN_MODELS:
+        raise unknown_model_error(settings.model)
     dataset = settings.dataset or BUILTIN_MODELS.get(settings.model)
     if dataset is None:
         raise CwhawqError(f"model {settings.model!r} is not built in, so name its data with --dataset")

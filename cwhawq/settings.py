@@ -6,12 +6,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cwhawq.errors import CwhawqError
+
 #: Candidate bit-widths used unless the user gives others; chosen by experiment (docs/BENCHMARKS.md).
 DEFAULT_BIT_WIDTHS: tuple[int, ...] = (2, 3, 4, 6, 8)
 #: What "better on validation" can mean for a search (`ProblemSettings.objective`, `cwhawq.evaluation.Evaluation`).
 OBJECTIVES = ("accuracy", "kl")
 #: How many layers get exploration noise per episode (`AgentSettings.noise_layers_law`).
 NOISE_LAYER_LAWS = ("fixed", "geometric")
+#: The largest seed that numpy, torch and scikit-learn all accept.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed that one of the seeded libraries would reject with a traceback (negative, too large, a float)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise CwhawqError(f"seed must be an integer from 0 to 2**32 - 1, not {seed!r}; pass e.g. --seed 0")
 
 
 @dataclass
@@ -97,6 +107,9 @@ class ProblemSettings:
     objective: str = "kl"
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProblemSettings:
         """Rebuild settings recorded in a `result.json` (the inverse of `dataclasses.asdict`)."""
@@ -122,6 +135,9 @@ class SearchSettings:
     resume: bool = False
     checkpoint_every: int = 25
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
     @property
     def out_dir(self) -> Path:

@@ -133,6 +133,10 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
         (["--bits", "4", "--budget-bits", "4"], "at least two candidate bit-widths"),
         (["--device", "gpu"], "unknown device 'gpu'"),
         (["--device", "cuda:99"], "'cuda:99' asked for"),
+        (["--seed", "-1"], "seed must be an integer from 0 to 2**32 - 1, not -1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--model", "digits_cn"], "choose a builtin (digits_cnn, "),
+        (["--budget-mb", "1e-6"], "(1e-06 MB) is below the smallest possible size"),
     ],
 )
 def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message):
@@ -141,6 +145,14 @@ def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message)
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("command", [["search"], ["baseline", "--method", "uniform"], ["distill", "runs/none"]])
+def test_an_output_path_that_is_a_file_is_refused(capsys, tmp_path, command):
+    (tmp_path / "taken").write_text("")
+    status, _, stderr = run_cli(capsys, *command, "--out", str(tmp_path / "taken"), "--quiet")
+    assert status == 2
+    assert stderr.strip() == f"error: --out {tmp_path / 'taken'} is a file; pass a directory (it is created if missing)"
 
 
 def test_script_prints_no_traceback(tmp_path):

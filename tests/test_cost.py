@@ -139,19 +139,21 @@ def test_check_messages() -> None:
     with pytest.raises(CwhawqError) as info:
         Budget.from_average_bits(LAYERS, 1.2).check(LAYERS, (2, 4, 8))
     assert str(info.value) == (
-        "budget of 1.20 average bits is below the smallest possible size (2.00 bits: every channel at 2 bits); "
-        "raise the budget or add a lower candidate bit-width"
+        "budget of 1.20 average bits (9e-06 MB) is below the smallest possible size (2.00 bits, 1.5e-05 MB: every "
+        "channel at 2 bits); raise the budget or add a lower candidate bit-width"
     )
     with pytest.raises(CwhawqError) as info:
         Budget.from_average_bits(LAYERS, 32).check(LAYERS, (2, 4, 8))
-    assert str(info.value) == "budget of 32.00 average bits is at or above the FP32 size; give a smaller budget"
+    assert str(info.value) == (
+        "budget of 32.00 average bits (0.00024 MB) is at or above the FP32 size (0.00024 MB); give a smaller budget"
+    )
     assert "\n" not in str(info.value)
 
 
 def test_check_counts_pinned_layers_at_their_pins() -> None:
     smallest = 8 * 36 + 2 * 24  # 336 bits = 5.60 average bits
     Budget(smallest).check(PINNED, (2, 4))
-    with pytest.raises(CwhawqError, match=r"5\.60 bits: every channel at 2 bits, pinned layers at their pins"):
+    with pytest.raises(CwhawqError, match=r"5\.60 bits, 4\.2e-05 MB: every channel at 2 bits, pinned layers at their"):
         Budget(smallest - 1).check(PINNED, (2, 4))
 
 

@@ -4,7 +4,8 @@ from dataclasses import asdict
 
 import pytest
 
-from cwhawq.settings import AgentSettings, ProblemSettings, TraceSettings
+from cwhawq.errors import CwhawqError
+from cwhawq.settings import MAX_SEED, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
 from envs.observation import OBSERVATION_VERSION
 
 
@@ -27,3 +28,15 @@ def test_unknown_keys_are_not_silently_dropped():
 
 def test_default_observation_is_the_environments():
     assert AgentSettings().observation == OBSERVATION_VERSION
+
+
+@pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, 1.5, True, "3"])
+@pytest.mark.parametrize("settings_type", [ProblemSettings, SearchSettings])
+def test_a_seed_the_seeded_libraries_refuse_is_refused_in_one_line(seed, settings_type):
+    with pytest.raises(CwhawqError, match="seed must be an integer from 0 to 2\\*\\*32 - 1"):
+        settings_type(seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, MAX_SEED])
+def test_seeds_at_the_ends_of_the_range_are_accepted(seed):
+    assert ProblemSettings(seed=seed).seed == SearchSettings(seed=seed).seed == seed
