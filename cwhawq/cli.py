@@ -195,6 +195,8 @@ def _apply(args: argparse.Namespace) -> None:
     from cwhawq.result import build_result, format_summary, write_result
     from envs.channel_bits_env import ChannelBitsEnv
 
+    if args.finetune_episodes < 0:
+        raise CwhawqError(f"--finetune-episodes must be 0 (zero-shot) or more, not {args.finetune_episodes}")
     if args.resume and args.finetune_episodes <= 0:
         raise CwhawqError("--resume continues a fine-tune; pass its --finetune-episodes too")
     problem_cfg = problem_settings(args)

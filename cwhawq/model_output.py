@@ -84,14 +84,22 @@ def logits_key(output: Any, shape: tuple[int, int]) -> OutputKey | None:
 def find_logits(model: nn.Module, data: DataSplits, name: str) -> OutputKey | None:
     """Run ``model`` on two validation samples of ``data`` and return where its logits are (`logits_key`).
 
-    Raises `CwhawqError` naming ``name``, the problem and the fix when the model does not run on the data, has
-    weights other than float32, or returns no recognisable logits.
+    Raises `CwhawqError` naming ``name``, the problem and the fix when the model has weights other than float32 or
+    NaN or infinite ones, does not run on the data, or returns no recognisable logits.
     """
     other_dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {"torch.float32"})
     if other_dtypes:
         raise CwhawqError(
             f"model {name!r} has {', '.join(other_dtypes)} weights; cwhawq measures float32 models: return "
             "model.float() from your builder"
+        )
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    broken = [key for key, tensor in tensors if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        listed = ", ".join(broken[:3]) + (", ..." if len(broken) > 3 else "")
+        raise CwhawqError(
+            f"model {name!r} holds NaN or infinite values in {listed}; check the checkpoint or the training that "
+            "produced it"
         )
     param = next(model.parameters(), None)
     sample = data.val.x[:2]

@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -240,8 +241,14 @@ def _trained_builtin(name: str, data: DataSplits, cache_dir: Path, seed: int) ->
         torch.manual_seed(seed)
         model = build_builtin(name, data.num_classes, data.input_shape)
         if path.is_file():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                return model.eval()
+            except Exception as exc:  # a damaged or foreign file is a cache miss, as for the trace cache
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                warnings.warn(f"ignoring unreadable cached weights {path} ({reason}); training again", stacklevel=3)
+                torch.manual_seed(seed)  # the same initial weights as a run that found no cache
+                model = build_builtin(name, data.num_classes, data.input_shape)
         epochs, lr = TRAINING_RECIPES[name]
         train_classifier(model, data, epochs=epochs, seed=seed, lr=lr)
     path.parent.mkdir(parents=True, exist_ok=True)

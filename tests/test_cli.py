@@ -216,7 +216,7 @@ def test_random_search_without_evaluations_is_refused(capsys, tmp_path, common):
     assert status == 2 and stderr.startswith("error: random search needs at least 1 evaluation")
 
 
-def test_apply_refuses_to_overwrite_a_result(capsys, tmp_path, common):
+def test_apply_refuses_to_overwrite_a_result_or_negative_episodes(capsys, tmp_path, common):
     out = tmp_path / "o"
     search = ["search", *common, "--episodes", "2", "--warmup-episodes", "1", "--out", str(out), "--quiet"]
     assert run_cli(capsys, *search)[0] == 0
@@ -224,6 +224,9 @@ def test_apply_refuses_to_overwrite_a_result(capsys, tmp_path, common):
         args = ["apply", "--policy", str(out / "policy.zip"), *common, *extra, "--out", str(out), "--quiet"]
         status, _, stderr = run_cli(capsys, *args)
         assert status == 2 and "already holds" in stderr and "--resume" not in stderr
+    args = ["apply", "--policy", str(out / "policy.zip"), *common, "--finetune-episodes", "-1", "--quiet"]
+    status, _, stderr = run_cli(capsys, *args, "--out", str(tmp_path / "negative"))
+    assert status == 2 and stderr.strip() == "error: --finetune-episodes must be 0 (zero-shot) or more, not -1"
 
 
 @pytest.mark.parametrize("method", ["greedy-channel", "random"])

@@ -94,6 +94,13 @@ def test_train_and_cache_digits_cnn(digits: DataSplits, tmp_path: Path, monkeypa
         load_model("digits_cnn", digits, cache_dir=tmp_path, seed=1)
     with pytest.raises(AssertionError, match="cached"):
         load_model("digits_cnn", load_dataset("digits", seed=1), cache_dir=tmp_path)
+    monkeypatch.undo()
+    original = cached.read_bytes()
+    cached.write_bytes(original[:1000])  # damaged on disk: a cache miss that trains the same weights again
+    with pytest.warns(UserWarning, match="ignoring unreadable cached weights .*; training again"):
+        retrained = load_model("digits_cnn", digits, cache_dir=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), retrained.state_dict().values()))
+    assert cached.read_bytes() == original
 
 
 def test_training_is_deterministic_under_seed(digits: DataSplits) -> None:
@@ -149,6 +156,11 @@ class NoLogits(TwoHeads):
 
 def no_logits():
     return NoLogits()
+
+def nan_weights():
+    model = make()
+    model[1].bias.data[3] = float("nan")
+    return model
 """
 
 
@@ -177,6 +189,7 @@ def test_module_function_spec(user_module: str, digits: DataSplits) -> None:
         ("not_a_model", "not a torch.nn.Module"),
         ("broken", "cannot import .*RuntimeError: boom"),
         ("wrong_classes", r"expected \(2, 10\)"),
+        ("nan_weights", r"holds NaN or infinite values in 1.bias; check the checkpoint"),
         ("no_logits", r"outputs a dict with no entry of shape \(2, 10\) .* under the key 'logits'"),
         ("double", r"has torch.float64 weights.* model.float\(\)"),
     ],
