@@ -1,5 +1,5 @@
 """Where a classifier's logits are in what its forward returns, so that models whose output is a tuple, a dict or a
-Hugging Face ``ModelOutput`` run without a wrapper.
+Hugging Face ``ModelOutput``, and binary classifiers with one logit per sample, run without a wrapper.
 
 Every part of cwhawq (traces, evaluation, export) calls ``model(x)`` and expects the (batch, classes) logits. A
 model returning more than that is changed, on a copy, to return only the logits: a traced one (BatchNorm folding
@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,35 +30,68 @@ OutputKey = int | str
 LOGITS_KEY = "logits"
 
 
-class LogitsSelector:
-    """A forward hook that replaces a model's output by ``output[key]``; module-level so that the model pickles."""
+@dataclass(frozen=True)
+class LogitsLocation:
+    """How to get (batch, classes) logits from a model's output that is not already them.
 
-    def __init__(self, key: OutputKey) -> None:
-        self.key = key
+    ``key`` selects an entry of a tuple, list or dict output (None: the output itself). ``single_logit`` marks a
+    binary classifier's one logit per sample, shape (batch,) or (batch, 1), which `two_class_logits` expands.
+    """
+
+    key: OutputKey | None = None
+    single_logit: bool = False
+
+    def describe(self) -> str:
+        """How the logits are taken, for messages."""
+        taken = "the output" if self.key is None else f"output[{self.key!r}]"
+        return f"{taken}, a single logit z expanded to the logits (0, z)," if self.single_logit else taken
+
+
+def two_class_logits(logit: torch.Tensor) -> torch.Tensor:
+    """The (batch, 2) logits (0, z) of a binary classifier's single logit z: their softmax is (1 - sigmoid(z),
+    sigmoid(z)), so cross-entropy on them is the binary cross-entropy the model was trained with."""
+    column = logit.reshape(-1, 1)  # no len(): torch.fx retraces this when a pickled GraphModule is loaded
+    return torch.cat([torch.zeros_like(column), column], dim=1)
+
+
+class LogitsSelector:
+    """A forward hook that returns the logits at a `LogitsLocation`; module-level so that the model pickles."""
+
+    def __init__(self, location: LogitsLocation) -> None:
+        self.location = location
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> torch.Tensor:
-        return output[self.key]
+        value = output if self.location.key is None else output[self.location.key]
+        return two_class_logits(value) if self.location.single_logit else value
 
 
-def _is_logits(value: Any, shape: tuple[int, int]) -> bool:
-    return isinstance(value, torch.Tensor) and tuple(value.shape) == shape
+def _has_shape(value: Any, shapes: Sequence[tuple[int, ...]]) -> bool:
+    return isinstance(value, torch.Tensor) and tuple(value.shape) in shapes
 
 
-def logits_key(output: Any, shape: tuple[int, int]) -> OutputKey | None:
-    """Where the logits of the given (batch, classes) ``shape`` are in ``output``: None for a tensor (the output is
-    the logits), else the key to select.
+def _single_logit_shapes(shape: tuple[int, int]) -> list[tuple[int, ...]]:
+    batch, classes = shape
+    return [(batch,), (batch, 1)] if classes == 2 else []
+
+
+def logits_location(output: Any, shape: tuple[int, int]) -> LogitsLocation | None:
+    """Where the logits of the given (batch, classes) ``shape`` are in ``output``: None when the output is them.
 
     A dict-like output's "logits" entry wins, a tuple's or list's first element wins (torchvision's auxiliary heads
-    and Hugging Face's ``return_dict=False`` put the logits first); otherwise the one entry of that shape. Raises
-    `CwhawqError` when no entry or several entries of that shape could be the logits.
+    and Hugging Face's ``return_dict=False`` put the logits first); otherwise the one entry of that shape. With two
+    classes, a single logit per sample (binary cross-entropy models) is taken where no entry has two. Raises
+    `CwhawqError` when no entry or several entries could be the logits.
     """
+    single = _single_logit_shapes(shape)
     if isinstance(output, torch.Tensor):
-        if tuple(output.shape) != shape:
-            raise CwhawqError(
-                f"outputs {tuple(output.shape)} for {shape[0]} samples, expected {shape} logits: check its "
-                "number of classes"
-            )
-        return None
+        if tuple(output.shape) == shape:
+            return None
+        if tuple(output.shape) in single:
+            return LogitsLocation(single_logit=True)
+        raise CwhawqError(
+            f"outputs {tuple(output.shape)} for {shape[0]} samples, expected {shape} logits: check its number of "
+            "classes"
+        )
     if isinstance(output, Mapping):
         entries: Sequence[tuple[OutputKey, Any]] = list(output.items())
         preferred: OutputKey = LOGITS_KEY
@@ -65,11 +99,14 @@ def logits_key(output: Any, shape: tuple[int, int]) -> OutputKey | None:
         entries, preferred = list(enumerate(output)), 0
     else:
         raise CwhawqError(f"outputs a {type(output).__name__}, expected {shape} logits")
-    matching = [key for key, value in entries if _is_logits(value, shape)]
-    if preferred in matching:
-        return preferred
-    if len(matching) == 1:
-        return matching[0]
+    for shapes, single_logit in (([shape], False), (single, True)):
+        matching = [key for key, value in entries if _has_shape(value, shapes)]
+        if preferred in matching:
+            return LogitsLocation(preferred, single_logit)
+        if len(matching) == 1:
+            return LogitsLocation(matching[0], single_logit)
+        if matching:
+            break
     found = ", ".join(
         f"[{key!r}] {tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
         for key, value in entries[:6]
@@ -81,8 +118,8 @@ def logits_key(output: Any, shape: tuple[int, int]) -> OutputKey | None:
     )
 
 
-def find_logits(model: nn.Module, data: DataSplits, name: str) -> OutputKey | None:
-    """Run ``model`` on two validation samples of ``data`` and return where its logits are (`logits_key`).
+def find_logits(model: nn.Module, data: DataSplits, name: str) -> LogitsLocation | None:
+    """Run ``model`` on two validation samples of ``data`` and return where its logits are (`logits_location`).
 
     Raises `CwhawqError` naming ``name``, the problem and the fix when the model has weights other than float32 or
     NaN or infinite ones, does not run on the data, or returns no recognisable logits.
@@ -118,38 +155,41 @@ def find_logits(model: nn.Module, data: DataSplits, name: str) -> OutputKey | No
                 f"model {name!r} fails on {data.name} inputs of shape {data.input_shape}: {message}{hint}"
             ) from None
     try:
-        return logits_key(output, (len(sample), data.num_classes))
+        return logits_location(output, (len(sample), data.num_classes))
     except CwhawqError as exc:
         raise CwhawqError(f"model {name!r} {exc}") from None
 
 
 def logits_only(model: nn.Module, data: DataSplits, name: str) -> nn.Module:
     """``model`` itself when it returns the logits tensor, else a copy whose forward returns only the logits
-    (`LogitsSelector`), with a warning that says which entry was taken."""
-    key = find_logits(model, data, name)
-    if key is None:
+    (`find_logits`), with a warning that says how they are taken."""
+    location = find_logits(model, data, name)
+    if location is None:
         return model
     warnings.warn(
-        f"model {name!r} returns more than its logits: cwhawq uses output[{key!r}] as the logits, and the exported "
-        "model returns that tensor alone",
+        f"model {name!r} does not return (batch, classes) logits alone: cwhawq uses {location.describe()} as the "
+        "logits, and the exported model returns them",
         stacklevel=2,
     )
     selecting = copy.deepcopy(model)
     if isinstance(selecting, fx.GraphModule):
-        _return_in_graph(selecting, key)  # pickling a GraphModule keeps its code but drops its hooks
+        _return_in_graph(selecting, location)  # pickling a GraphModule keeps its code but drops its hooks
     else:
-        selecting.register_forward_hook(LogitsSelector(key))
+        selecting.register_forward_hook(LogitsSelector(location))
     return selecting
 
 
-def _return_in_graph(graph_module: fx.GraphModule, key: OutputKey) -> None:
+def _return_in_graph(graph_module: fx.GraphModule, location: LogitsLocation) -> None:
     graph = graph_module.graph
     output = next(node for node in graph.nodes if node.op == "output")
     returned = output.args[0]
-    if isinstance(returned, (dict, tuple, list)):  # a literal of nodes: return the entry's node
-        output.args = (returned[key],)
-    else:  # a node that yields the container (e.g. a leaf module's call)
-        with graph.inserting_before(output):
-            output.args = (graph.call_function(operator.getitem, (returned, key)),)
+    with graph.inserting_before(output):
+        if location.key is not None and isinstance(returned, (dict, tuple, list)):  # a literal of nodes
+            returned = returned[location.key]
+        elif location.key is not None:  # a node that yields the container (e.g. a leaf module's call)
+            returned = graph.call_function(operator.getitem, (returned, location.key))
+        if location.single_logit:
+            returned = graph.call_function(two_class_logits, (returned,))
+    output.args = (returned,)
     graph.lint()
     graph_module.recompile()

@@ -317,6 +317,24 @@ def test_a_model_returning_a_dict_runs_without_surgery(capsys, tmp_path, common)
     assert measured == pytest.approx(result["accuracy"]["quantized_test"])
 
 
+def test_a_binary_classifier_with_one_logit_runs_without_surgery(capsys, tmp_path, common):
+    digits = load_digits()
+    keep = digits.target < 2
+    np.savez(tmp_path / "binary.npz", x=digits.images[keep, None].astype(np.float32) / 16, y=digits.target[keep])
+    args = ["--model", "tests.toy_models:digits_binary", "--dataset", str(tmp_path / "binary.npz")]
+    with pytest.warns(UserWarning, match=r"a single logit z expanded to the logits \(0, z\)"):
+        status, _, stderr = run_cli(
+            capsys, "baseline", *common, *args, "--method", "greedy-channel", "--out", str(tmp_path / "o"), "--quiet"
+        )
+    assert status == 0, stderr
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    model = load_quantized_model(tmp_path / "o" / QUANTIZED_MODEL_FILE)["model"]
+    test = load_dataset(str(tmp_path / "binary.npz"), seed=0).test
+    logits = model(test.x)
+    assert logits.shape == (len(test), 2) and torch.all(logits[:, 0] == 0)
+    assert accuracy(model, test) == pytest.approx(result["accuracy"]["quantized_test"])
+
+
 def test_weight_normalised_model_is_quantized_as_deployed(capsys, tmp_path, common):
     result, _ = greedy_on_toy_model(capsys, tmp_path, common, "digits_weight_norm")
     assert [layer["name"] for layer in result["layers"]] == ["1", "3"]

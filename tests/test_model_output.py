@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from torch import fx, nn
 
 from cwhawq.bn_fold import fold_batchnorm
-from cwhawq.data import DataSplits, load_dataset
+from cwhawq.data import DataSplits, Split, load_dataset
 from cwhawq.errors import CwhawqError
-from cwhawq.model_output import find_logits, logits_key, logits_only
-from tests.toy_models import DigitsDictOutput
+from cwhawq.model_output import LogitsLocation, find_logits, logits_location, logits_only, two_class_logits
+from tests.toy_models import DigitsBinary, DigitsDictOutput
 
 SHAPE = (2, 10)
 
@@ -43,12 +43,12 @@ class TwoHeads(nn.Module):
 
 
 def test_a_tensor_needs_no_selection() -> None:
-    assert logits_key(logits(), SHAPE) is None
+    assert logits_location(logits(), SHAPE) is None
 
 
 def test_a_tensor_of_another_shape_is_refused() -> None:
     with pytest.raises(CwhawqError, match=r"outputs \(2, 3\) for 2 samples, expected \(2, 10\) logits"):
-        logits_key(torch.zeros(2, 3), SHAPE)
+        logits_location(torch.zeros(2, 3), SHAPE)
 
 
 @pytest.mark.parametrize(
@@ -62,15 +62,44 @@ def test_a_tensor_of_another_shape_is_refused() -> None:
     ],
 )
 def test_the_logits_entry_is_found(output: object, key: int | str) -> None:
-    assert logits_key(output, SHAPE) == key
+    assert logits_location(output, SHAPE) == LogitsLocation(key)
 
 
 @given(position=st.integers(0, 5), others=st.lists(st.integers(1, 9), min_size=5, max_size=5))
 def test_the_only_entry_of_the_logits_shape_is_found_anywhere(position: int, others: list[int]) -> None:
     entries = [torch.zeros(2, width) for width in others]
     entries.insert(position, logits())
-    assert logits_key(tuple(entries), SHAPE) == position
-    assert logits_key({f"k{i}": entry for i, entry in enumerate(entries)}, SHAPE) == f"k{position}"
+    assert logits_location(tuple(entries), SHAPE) == LogitsLocation(position)
+    assert logits_location({f"k{i}": entry for i, entry in enumerate(entries)}, SHAPE) == LogitsLocation(f"k{position}")
+
+
+@pytest.mark.parametrize(
+    ("output", "location"),
+    [
+        (torch.zeros(2), LogitsLocation(single_logit=True)),
+        (torch.zeros(2, 1), LogitsLocation(single_logit=True)),
+        ({"logits": torch.zeros(2, 1), "hidden": torch.zeros(2, 8)}, LogitsLocation("logits", single_logit=True)),
+        ((torch.zeros(2, 1), torch.zeros(2, 2)), LogitsLocation(1)),  # two logits per sample are preferred
+    ],
+)
+def test_a_binary_classifiers_single_logit_is_found(output: object, location: LogitsLocation) -> None:
+    assert logits_location(output, (2, 2)) == location
+
+
+def test_a_single_logit_is_not_taken_for_more_than_two_classes() -> None:
+    with pytest.raises(CwhawqError, match=r"outputs \(2, 1\) for 2 samples, expected \(2, 3\) logits"):
+        logits_location(torch.zeros(2, 1), (2, 3))
+
+
+@given(st.lists(st.floats(-30, 30), min_size=1, max_size=8))
+def test_two_class_logits_give_the_binary_cross_entropy(values: list[float]) -> None:
+    logit = torch.tensor(values, dtype=torch.float64)
+    target = (logit > 0).long()
+    expanded = two_class_logits(logit)
+    assert expanded.shape == (len(values), 2)
+    assert torch.allclose(torch.softmax(expanded, dim=1)[:, 1], torch.sigmoid(logit))
+    bce = nn.functional.binary_cross_entropy_with_logits(logit, target.double())
+    assert torch.allclose(nn.functional.cross_entropy(expanded, target), bce)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +112,7 @@ def test_the_only_entry_of_the_logits_shape_is_found_anywhere(position: int, oth
 )
 def test_outputs_without_one_clear_logits_entry_are_refused(output: object, message: str) -> None:
     with pytest.raises(CwhawqError, match=message) as info:
-        logits_key(output, SHAPE)
+        logits_location(output, SHAPE)
     assert "\n" not in str(info.value)
 
 
@@ -136,3 +165,20 @@ def test_a_graph_returning_a_leaf_modules_tuple_gets_a_getitem(digits: DataSplit
 def test_a_model_returning_logits_is_not_copied(digits: DataSplits) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     assert logits_only(model, digits, "mlp") is model
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["hook", "graph"])
+def test_a_single_logit_model_returns_two_class_logits(digits: DataSplits, fold: bool) -> None:
+    parts = [Split(split.x[split.y < 2], split.y[split.y < 2]) for split in (digits.train, digits.val, digits.test)]
+    binary = DataSplits("zeros and ones", *parts, num_classes=2)
+    model = DigitsBinary().eval()
+    measured = fold_batchnorm(model) if fold else model
+    with pytest.warns(UserWarning, match=r"uses the output, a single logit z expanded to the logits \(0, z\)"):
+        selecting = logits_only(measured, binary, "DigitsBinary")
+    assert isinstance(selecting, fx.GraphModule) == fold
+    x = digits.val.x[:4]
+    logit = model(x)[:, 0]
+    for candidate in (selecting, pickled(selecting)):
+        logits = candidate(x)
+        assert logits.shape == (4, 2) and torch.all(logits[:, 0] == 0)
+        assert torch.allclose(logits[:, 1], logit, atol=1e-5)

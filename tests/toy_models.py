@@ -128,3 +128,21 @@ class DigitsDictOutput(nn.Module):
 def digits_dict_output() -> nn.Module:
     """Logits under output["logits"] (random weights)."""
     return DigitsDictOutput()
+
+
+class DigitsBinary(nn.Module):
+    """A binary classifier with BatchNorm and one logit per sample, as trained with BCEWithLogitsLoss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 6 * 6, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def digits_binary() -> nn.Module:
+    """One logit per sample (random weights), for two-class data."""
+    return DigitsBinary()
