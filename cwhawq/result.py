@@ -57,6 +57,7 @@ def build_result(
     """Evaluate `assignment` on validation and test data and assemble the result document."""
     problem.check_assignment(assignment)
     size = problem.size_bits(assignment)
+    traces = problem.traces
     layers = []
     for layer in problem.layers:
         bits = np.asarray(assignment[layer.name])
@@ -69,6 +70,9 @@ def build_result(
                 "pinned": layer.pinned_bits is not None,
                 "avg_bits": float(bits.mean()),
                 "bits": bits.astype(int).tolist(),
+                # what ordered the channels, so that a reader can see why each got its bits
+                "traces": np.asarray(traces.traces[layer.name], dtype=float).tolist(),
+                "trace_stderr": np.asarray(traces.stderr[layer.name], dtype=float).tolist(),
             }
         )
     data = problem.data
@@ -103,6 +107,11 @@ def build_result(
             "quantized_test": problem.evaluate(assignment, split="test", count=False),
             "val_samples": len(data.val.y),
             "test_samples": len(data.test.y),
+        },
+        "traces": {
+            "model_trace": float(traces.model_trace),
+            "probes": int(traces.n_probes),
+            "converged": bool(traces.converged),
         },
         "settings": dict(settings),
         "environment": environment(),

@@ -27,3 +27,8 @@ def test_result_records_the_assignment_and_the_versions_it_ran_with(digits_probl
     assert written["environment"]["torch_cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert written["environment"]["torch_threads"] == torch.get_num_threads()
     assert written["totals"]["weight_bits"] == digits_problem.size_bits(assignment)
+    for layer in written["layers"]:  # the channel traces that ordered the bits, in channel order
+        assert np.array_equal(layer["traces"], digits_problem.traces.traces[layer["name"]])
+        assert np.array_equal(layer["trace_stderr"], digits_problem.traces.stderr[layer["name"]])
+        assert len(layer["traces"]) == len(layer["bits"]) == layer["channels"]
+    assert written["traces"]["probes"] == digits_problem.traces.n_probes
