@@ -14,9 +14,12 @@ Load it with ``torch.load(path, weights_only=False)`` (it holds a pickled module
 
 `packed_weights.npz`, beside it, holds the same weights at their real size: per layer its weight shape, the bits
 of each output channel (one byte each), the scales, and the codes of the channels at each bit-width bit-packed
-(`cwhawq.packing`), so that the file is the size `result.json` reports (weights and scales) plus one byte per
-channel and the container's few hundred bytes per array. Layers kept at FP32 hold their weight as float32. It is a
-plain `numpy.savez` file (no pickle): `load_packed_weights` turns it back into the layers' weights.
+(`cwhawq.packing`), so that the quantized weights take the size `result.json` reports (weights and scales) plus one
+byte per channel and the container's few hundred bytes per array. Layers kept at FP32 hold their weight as float32.
+The rest of the measured model's state (biases, normalisation parameters, buffers; FP32, not counted in the
+reported size) is stored too, so that the file and the architecture alone rebuild the model. It is a plain
+`numpy.savez` file (no pickle): `load_packed_weights` turns it back into the layers' weights, `load_packed_model`
+into the model.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from cwhawq.allocation import FP32_LAYER_BITS
+from cwhawq.bn_fold import bake_parametrized_weights, fold_batchnorm
 from cwhawq.errors import CwhawqError
+from cwhawq.layers import layer_weight
 from cwhawq.packing import pack_codes, unpack_codes
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.quantizer import integer_codes
@@ -45,6 +51,8 @@ PACKED_WEIGHTS_FILE = "packed_weights.npz"
 PACKED_FORMAT = "cwhawq-packed-weights-1"
 #: Separates a layer's name from the field in the keys of `packed_weights.npz` (layer names hold dots).
 _KEY = "|"
+#: The field of the model's other state_dict entries (biases, normalisation, buffers) in `packed_weights.npz`.
+_STATE = "state"
 
 
 def _layer_entry(problem: QuantProblem, name: str, bits: np.ndarray) -> dict[str, torch.Tensor | None]:
@@ -131,6 +139,10 @@ def _write_packed_weights(
     problem: QuantProblem, entries: dict[str, dict[str, torch.Tensor | None]], path: Path
 ) -> None:
     arrays: dict[str, np.ndarray] = {"format": np.array(PACKED_FORMAT)}
+    quantized = {id(layer_weight(problem.model, layer.name)) for layer in problem.layers}
+    for key, tensor in problem.model.state_dict(keep_vars=True).items():
+        if id(tensor) not in quantized:  # biases, normalisation parameters, buffers: FP32, as measured
+            arrays[key + _KEY + _STATE] = tensor.detach().cpu().numpy()
     for layer in problem.layers:
         entry = entries[layer.name]
         prefix = layer.name + _KEY
@@ -153,9 +165,7 @@ def _write_packed_weights(
         tmp.unlink(missing_ok=True)
 
 
-def load_packed_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Each layer's weight from a file written by `save_packed_weights`: codes * scales per output channel (the
-    weights the quantized model was measured with), or the FP32 weight of a layer kept at FP32."""
+def _read_packed(path: Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise CwhawqError(f"packed weights not found: {path}; a finished run writes {PACKED_WEIGHTS_FILE}")
@@ -166,6 +176,13 @@ def load_packed_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CwhawqError(f"cannot read {path} ({type(exc).__name__}); pass a {PACKED_WEIGHTS_FILE}") from exc
     if "format" not in arrays or str(arrays["format"]) != PACKED_FORMAT:
         raise CwhawqError(f"{path} is not cwhawq packed weights ({PACKED_FORMAT}); pass a {PACKED_WEIGHTS_FILE}")
+    return arrays
+
+
+def load_packed_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Each layer's weight from a file written by `save_packed_weights`: codes * scales per output channel (the
+    weights the quantized model was measured with), or the FP32 weight of a layer kept at FP32."""
+    arrays = _read_packed(path)
     weights = {}
     for key in arrays:
         if not key.endswith(_KEY + "shape"):
@@ -185,3 +202,42 @@ def load_packed_weights(path: Path) -> dict[str, torch.Tensor]:
         entry = {"codes": torch.from_numpy(codes.reshape(shape)), "scales": torch.from_numpy(arrays[prefix + "scales"])}
         weights[prefix[:-1]] = dequantized_weight(entry)
     return weights
+
+
+def load_packed_model(model: nn.Module, path: Path, fold_bn: bool = True) -> nn.Module:
+    """The quantized model as measured, rebuilt from `packed_weights.npz` and its architecture alone.
+
+    Args:
+        model: an instance of the architecture that was searched (any weights: all are replaced).
+        path: the `PACKED_WEIGHTS_FILE` of the run.
+        fold_bn: False for a run made with ``--no-fold-bn``.
+
+    Returns:
+        An eval-mode copy of ``model`` prepared as the search prepared it (computed weights baked, BatchNorm folded),
+        holding the file's quantized weights and FP32 biases, normalisation parameters and buffers. It returns
+        what ``model`` returns (a tuple or dict output is not reduced to the logits).
+    """
+    arrays = _read_packed(path)
+    measured = bake_parametrized_weights(model)
+    measured = fold_batchnorm(measured) if fold_bn else copy.deepcopy(measured).eval()
+    weights = load_packed_weights(path)
+    try:
+        targets = {name: layer_weight(measured, name) for name in weights}
+    except CwhawqError as exc:
+        raise CwhawqError(f"{path} does not fit the model ({exc}); pass the architecture that was searched") from None
+    suffix = _KEY + _STATE
+    state = {key[: -len(suffix)]: torch.from_numpy(value) for key, value in arrays.items() if key.endswith(suffix)}
+    layer_ids = {id(weight) for weight in targets.values()}
+    expected = {key for key, tensor in measured.state_dict(keep_vars=True).items() if id(tensor) not in layer_ids}
+    if expected != set(state):
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        hint = "the --no-fold-bn" if fold_bn else "the default (BatchNorm folded)"
+        raise CwhawqError(
+            f"{path} does not fit the model: it lacks {missing[:3]} and holds {unexpected[:3]}; pass the architecture "
+            f"that was searched, with fold_bn={not fold_bn} if the run used {hint} setting"
+        )
+    with torch.no_grad():
+        measured.load_state_dict(state, strict=False)
+        for name, weight in weights.items():
+            targets[name].copy_(weight)
+    return measured.eval()

@@ -13,7 +13,14 @@ from sklearn.datasets import load_digits
 from cwhawq.cli import main
 from cwhawq.data import load_dataset
 from cwhawq.evaluation import accuracy
-from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE, load_packed_weights, load_quantized_model
+from cwhawq.export import (
+    PACKED_WEIGHTS_FILE,
+    QUANTIZED_MODEL_FILE,
+    load_packed_model,
+    load_packed_weights,
+    load_quantized_model,
+)
+from tests.toy_models import tied_token_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -305,6 +312,10 @@ def test_a_model_with_tied_weights_runs_without_surgery(capsys, tmp_path, common
     assert model.unembed.weight is model.embed.weight  # still tied: both uses read the quantized table
     weights = load_packed_weights(tmp_path / "o" / PACKED_WEIGHTS_FILE)
     assert torch.equal(weights["embed"], model.unembed.weight)
+    rebuilt = load_packed_model(tied_token_model(), tmp_path / "o" / PACKED_WEIGHTS_FILE)
+    assert rebuilt.unembed.weight is rebuilt.embed.weight
+    tokens = torch.from_numpy(digits.data[:50].astype(np.int64))
+    assert torch.equal(rebuilt(tokens), model(tokens))
 
 
 def test_a_model_returning_a_dict_runs_without_surgery(capsys, tmp_path, common):

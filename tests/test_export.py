@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from cwhawq.export import (
     PACKED_WEIGHTS_FILE,
     QUANTIZED_MODEL_FILE,
     dequantized_weight,
+    load_packed_model,
     load_packed_weights,
     load_quantized_model,
     save_packed_weights,
@@ -27,6 +29,7 @@ from cwhawq.packing import packed_size
 from cwhawq.problem import QuantProblem, build_problem, prepare_problem
 from cwhawq.result import build_result, write_result
 from tests.conftest import small_settings
+from tests.toy_models import DigitsDictOutput
 
 
 def test_the_saved_model_reproduces_the_result(digits_problem: QuantProblem, tmp_path) -> None:
@@ -114,6 +117,42 @@ def test_an_unpicklable_model_is_saved_as_a_state_dict_and_codes(cache_dir, tmp_
     assert torch.equal(saved["state_dict"]["head.weight"], dequantized_weight(saved["layers"]["head"]))
 
 
+@pytest.fixture(scope="module")
+def dict_output_run(cache_dir, tmp_path_factory) -> tuple[QuantProblem, Path]:
+    """A model with BatchNorm (non-trivial statistics, so folding changes the biases) and a dict output,
+    searched by the channel greedy, with its files written."""
+    torch.manual_seed(0)
+    model = DigitsDictOutput()
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    model.bn.running_var.uniform_(0.5, 2.0)
+    with pytest.warns(UserWarning):  # random weights: near chance; the dict output's logits are taken
+        problem = prepare_problem(model, load_dataset("digits", seed=0), small_settings(cache_dir), progress=False)
+    out = tmp_path_factory.mktemp("dict_output_run")
+    result = build_result(problem, run_method(problem, "greedy-channel"), "greedy-channel", {"problem": {"model": "m"}})
+    write_result(out, problem, result)
+    return problem, out
+
+
+def test_the_packed_file_and_the_architecture_rebuild_the_measured_model(dict_output_run) -> None:
+    problem, out = dict_output_run
+    torch.manual_seed(1)  # other initial weights: every tensor must come from the file
+    rebuilt = load_packed_model(DigitsDictOutput(), out / PACKED_WEIGHTS_FILE)
+    measured = load_quantized_model(out / QUANTIZED_MODEL_FILE)["model"]
+    x = problem.data.test.x
+    assert torch.equal(rebuilt(x)["logits"], measured(x))  # the user's own output format, the measured logits
+    assert "bn" not in dict(rebuilt.named_modules())  # folded, as searched
+
+
+def test_a_packed_file_is_refused_for_another_architecture_or_fold_setting(dict_output_run) -> None:
+    _, out = dict_output_run
+    path = out / PACKED_WEIGHTS_FILE
+    with pytest.raises(CwhawqError, match=r"lacks \['bn\..*with fold_bn=True if the run used the default") as info:
+        load_packed_model(DigitsDictOutput(), path, fold_bn=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(CwhawqError, match="does not fit the model .*pass the architecture that was searched"):
+        load_packed_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), path)
+
+
 def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
     with pytest.raises(CwhawqError, match="not found"):
         load_quantized_model(tmp_path / "missing.pt")
@@ -130,3 +169,5 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
     np.savez(tmp_path / "other.npz", weights=np.zeros(2))
     with pytest.raises(CwhawqError, match="not cwhawq packed weights"):
         load_packed_weights(tmp_path / "other.npz")
+    with pytest.raises(CwhawqError, match="not cwhawq packed weights"):
+        load_packed_model(nn.Linear(2, 2), tmp_path / "other.npz")

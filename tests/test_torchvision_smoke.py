@@ -14,6 +14,7 @@ from cwhawq.evaluation import accuracy
 from cwhawq.export import (
     PACKED_WEIGHTS_FILE,
     QUANTIZED_MODEL_FILE,
+    load_packed_model,
     load_packed_weights,
     load_quantized_model,
     save_packed_weights,
@@ -71,3 +72,5 @@ def test_rollout_on_torchvision_model(build, n_layers, kinds, tmp_path):
     save_packed_weights(problem, info["assignment"], tmp_path / PACKED_WEIGHTS_FILE)
     weights = load_packed_weights(tmp_path / PACKED_WEIGHTS_FILE)
     assert all(torch.equal(weights[layer.name], layer_weight(saved["model"], layer.name)) for layer in problem.layers)
+    rebuilt = load_packed_model(build(weights=None, num_classes=10), tmp_path / PACKED_WEIGHTS_FILE)
+    assert torch.equal(rebuilt(data.val.x), saved["model"](data.val.x))  # BatchNorm folded as in the search
