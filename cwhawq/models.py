@@ -313,6 +313,25 @@ def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
         raise CwhawqError(f"checkpoint {path} does not match the model: {detail[:300]}") from None
 
 
+def eager_module(model: nn.Module, name: str) -> nn.Module:
+    """The eager module that cwhawq measures: ``model`` itself, the module inside a ``torch.compile`` wrapper (with a
+    warning: compiled graphs support no double backward, which the Hessian traces need), or a `CwhawqError` for a
+    TorchScript module (no forward hooks to find its layers, no Python weights to quantize in place)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise CwhawqError(
+            f"model {name!r} is a TorchScript module; cwhawq needs the Python nn.Module: pass the model before "
+            "torch.jit.script / torch.jit.trace"
+        )
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):  # torch.compile's OptimizedModule
+        warnings.warn(
+            f"model {name!r} is compiled with torch.compile; cwhawq measures the module inside it, uncompiled",
+            stacklevel=2,
+        )
+        return inner
+    return model
+
+
 def load_model(
     spec: str, data: DataSplits, checkpoint: str | None = None, cache_dir: Path | None = None, seed: int = 0
 ) -> nn.Module:
@@ -328,6 +347,7 @@ def load_model(
         model = build_builtin(spec, data.num_classes, data.input_shape)
     else:
         model = _trained_builtin(spec, data, cache_dir or default_cache_dir(), seed)
+    model = eager_module(model, spec)
     if checkpoint is not None:
         _load_checkpoint(model, checkpoint)
     model.eval()

@@ -29,7 +29,7 @@ from cwhawq.evaluation_memo import EvaluationMemo
 from cwhawq.hessian import ChannelTraces, cached_channel_traces
 from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
 from cwhawq.model_output import logits_only
-from cwhawq.models import BUILTIN_MODELS, default_cache_dir, load_model, unknown_model_error
+from cwhawq.models import BUILTIN_MODELS, default_cache_dir, eager_module, load_model, unknown_model_error
 from cwhawq.quantizer import WeightQuantizer
 from cwhawq.settings import OBJECTIVES, ProblemSettings
 
@@ -200,6 +200,7 @@ def prepare_problem(
     bit_widths = validate_bit_widths(settings.bit_widths)
     device = resolve_device(settings.device)
     name = type(model).__name__
+    model = eager_module(model, name)
     model = bake_parametrized_weights(model)
     model = (fold_batchnorm(model) if settings.fold_bn else model.eval()).to(device)
     model = logits_only(model, data, name)

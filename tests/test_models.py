@@ -122,6 +122,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 USER_MODULE = """
+import torch
 from torch import nn
 
 def make():
@@ -157,6 +158,12 @@ class NoLogits(TwoHeads):
 def no_logits():
     return NoLogits()
 
+def scripted():
+    return torch.jit.script(make())
+
+def compiled():
+    return torch.compile(make())
+
 def nan_weights():
     model = make()
     model[1].bias.data[3] = float("nan")
@@ -189,6 +196,7 @@ def test_module_function_spec(user_module: str, digits: DataSplits) -> None:
         ("not_a_model", "not a torch.nn.Module"),
         ("broken", "cannot import .*RuntimeError: boom"),
         ("wrong_classes", r"expected \(2, 10\)"),
+        ("scripted", r"is a TorchScript module; cwhawq needs the Python nn.Module: pass the model before"),
         ("nan_weights", r"holds NaN or infinite values in 1.bias; check the checkpoint"),
         ("no_logits", r"outputs a dict with no entry of shape \(2, 10\) .* under the key 'logits'"),
         ("double", r"has torch.float64 weights.* model.float\(\)"),
@@ -198,6 +206,12 @@ def test_module_function_errors(user_module: str, digits: DataSplits, function: 
     with pytest.raises(CwhawqError, match=message) as info:
         load_model(f"{user_module}:{function}", digits)
     assert "\n" not in str(info.value)
+
+
+def test_a_compiled_model_is_measured_uncompiled(user_module: str, digits: DataSplits) -> None:
+    with pytest.warns(UserWarning, match="compiled with torch.compile; cwhawq measures the module inside it"):
+        model = load_model(f"{user_module}:compiled", digits)
+    assert isinstance(model, nn.Sequential)  # layer names without the wrapper's "_orig_mod." prefix
 
 
 def test_a_model_returning_a_tuple_is_loaded_as_it_is(user_module: str, digits: DataSplits) -> None:
