@@ -277,6 +277,20 @@ def _import_model(spec: str) -> nn.Module:
     return model
 
 
+#: Key prefixes that wrappers add to a state_dict: nn.DataParallel / DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _without_wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix a wrapper added to every key removed, when that makes it fit ``expected``."""
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            stripped = {key[len(prefix) :]: value for key, value in state.items()}
+            if set(stripped) == expected:
+                return stripped
+    return state
+
+
 def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
     path = Path(checkpoint)
     if not path.is_file():
@@ -298,7 +312,9 @@ def _load_checkpoint(model: nn.Module, checkpoint: str) -> None:
         raise CwhawqError(
             f"checkpoint {path} holds no state_dict; save it with torch.save(model.state_dict(), path)"
         )
-    expected, found = set(model.state_dict()), set(state)
+    expected = set(model.state_dict())
+    state = _without_wrapper_prefix(state, expected)
+    found = set(state)
     if expected != found:
         missing, unexpected = sorted(expected - found), sorted(found - expected)
         raise CwhawqError(

@@ -228,12 +228,16 @@ def test_unimportable_spec(spec: str, digits: DataSplits) -> None:
 
 
 @pytest.mark.parametrize("wrapper", [None, "state_dict", "model"])
-def test_checkpoint_round_trip(user_module: str, digits: DataSplits, tmp_path: Path, wrapper: str | None) -> None:
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod."])  # saved from DataParallel / torch.compile
+def test_checkpoint_round_trip(
+    user_module: str, digits: DataSplits, tmp_path: Path, wrapper: str | None, prefix: str
+) -> None:
     torch.manual_seed(3)
     source = load_model(f"{user_module}:make", digits)
     state = source.state_dict()
     path = tmp_path / "weights.pt"
-    torch.save(state if wrapper is None else {wrapper: state, "epoch": 3}, path)
+    saved = {prefix + key: value for key, value in state.items()}
+    torch.save(saved if wrapper is None else {wrapper: saved, "epoch": 3}, path)
     torch.manual_seed(4)  # a differently initialised instance must end up with the saved weights
     loaded = load_model(f"{user_module}:make", digits, checkpoint=str(path))
     assert all(torch.equal(a, b) for a, b in zip(state.values(), loaded.state_dict().values()))
