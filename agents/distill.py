@@ -31,7 +31,7 @@ from agents.rollout import play_actions
 from agents.warm_start import TARGET_LIMIT, clone_actions
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
-from cwhawq.result import result_assignment
+from cwhawq.result import read_result, result_assignment
 from cwhawq.settings import AgentSettings, ProblemSettings, check_seed
 from envs.channel_bits_env import ChannelBitsEnv
 from envs.observation import static_feature_names
@@ -67,16 +67,12 @@ def load_source_run(
     the device (the problem is the same on any). `problems`, keyed by the settings, lets runs of the same problem
     (other seeds) share one build.
     """
-    path = Path(path)
-    result_path = path / "result.json" if path.is_dir() else path
-    if not result_path.is_file():
-        raise CwhawqError(f"no result.json at {path}; pass the output directory of a finished cwhawq run")
+    result_path, result = read_result(path)
     try:
-        result = json.loads(result_path.read_text())
         recorded = result["settings"]["problem"]
         assignment = result_assignment(result)
         val_accuracy = float(result["accuracy"]["quantized_val"])
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise CwhawqError(f"{result_path} is not a cwhawq result.json; pass the output of cwhawq search") from None
     try:
         settings = ProblemSettings.from_dict(recorded)

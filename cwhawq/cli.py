@@ -303,6 +303,16 @@ def _baseline(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'result.json'}, {QUANTIZED_MODEL_FILE} and {PACKED_WEIGHTS_FILE}")
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from cwhawq.report import FIGURE_FILE, save_channel_bits_figure
+    from cwhawq.result import read_result
+
+    result_path, result = read_result(args.run)
+    figure = Path(args.figure) if args.figure else result_path.parent / FIGURE_FILE
+    save_channel_bits_figure(result, figure)
+    print(f"wrote {figure}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with its subcommands."""
     from cwhawq.baselines import DETERMINISTIC_METHODS
@@ -397,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--out", help="output directory (default runs/<method>_<model>_<budget>_s<seed>)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     baseline.set_defaults(handler=_baseline)
+
+    plot = commands.add_parser("plot", help="draw a run's channel bits against their Hessian traces (PNG)")
+    plot.add_argument("run", type=Path, help="output directory (or result.json) of a finished run")
+    plot.add_argument("--figure", help="PNG file to write (default channel_bits.png beside result.json)")
+    plot.set_defaults(handler=_plot, threads=1)
     return parser
 
 

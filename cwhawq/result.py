@@ -7,6 +7,7 @@ Test accuracy is computed here and only here, after the search has finished: no 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
+from cwhawq.errors import CwhawqError
 from cwhawq.export import save_model_files
 from cwhawq.layers import unquantized_weights
 from cwhawq.problem import Assignment, QuantProblem
@@ -117,6 +119,24 @@ def build_result(
         "environment": environment(),
         **dict(extra or {}),
     }
+
+
+def read_result(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The `result.json` of a finished run, given its output directory or the file: (file path, document).
+
+    Raises `CwhawqError` in one line when there is none or the file is not a result document.
+    """
+    path = Path(path)
+    result_path = path / RESULT_FILE if path.is_dir() else path
+    if not result_path.is_file():
+        raise CwhawqError(f"no {RESULT_FILE} at {path}; pass the output directory of a finished cwhawq run")
+    try:
+        result = json.loads(result_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        result = None
+    if not isinstance(result, dict) or not isinstance(result.get("layers"), list) or "accuracy" not in result:
+        raise CwhawqError(f"{result_path} is not a cwhawq {RESULT_FILE}; pass the output of a cwhawq run")
+    return result_path, result
 
 
 def result_assignment(result: Mapping[str, Any]) -> Assignment:

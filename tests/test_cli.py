@@ -162,6 +162,17 @@ def test_an_output_path_that_is_a_file_is_refused(capsys, tmp_path, command):
     assert stderr.strip() == f"error: --out {tmp_path / 'taken'} is a file; pass a directory (it is created if missing)"
 
 
+def test_plot_draws_a_finished_run(capsys, tmp_path, common):
+    out = tmp_path / "greedy"
+    status, _, stderr = run_cli(capsys, "baseline", *common, "--method", "greedy-channel", "--out", str(out), "--quiet")
+    assert status == 0, stderr
+    status, stdout, _ = run_cli(capsys, "plot", str(out))
+    assert status == 0 and stdout.strip() == f"wrote {out / 'channel_bits.png'}"
+    assert (out / "channel_bits.png").read_bytes().startswith(b"\x89PNG")
+    status, _, stderr = run_cli(capsys, "plot", str(tmp_path / "missing"))
+    assert status == 2 and stderr.startswith("error: no result.json at")
+
+
 def test_script_prints_no_traceback(tmp_path):
     completed = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train_agent.py"), "--model", "nope", "--out", str(tmp_path / "o")],
