@@ -40,7 +40,7 @@ from cwhawq.cli import add_noise_layer_arguments  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
-from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings  # noqa: E402
+from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings, TraceSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
@@ -58,6 +58,7 @@ class BenchmarkConfig:
     episodes: int = 300
     objective: str = ProblemSettings.objective
     agent: AgentSettings = field(default_factory=AgentSettings)
+    traces: TraceSettings = field(default_factory=TraceSettings)
     out: Path = Path("docs/benchmark")
     markdown: Path = Path("docs/BENCHMARKS.md")
     command: str = "python scripts/benchmark.py"
@@ -132,7 +133,7 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
         if (model, budget) not in problems:
             problems.clear()
             settings = ProblemSettings(
-                model=model, budget_bits=budget, cache_dir=cache_dir, objective=config.objective
+                model=model, budget_bits=budget, cache_dir=cache_dir, objective=config.objective, traces=config.traces
             )
             problems[(model, budget)] = build_problem(settings, progress=False)
         problem = problems[(model, budget)]
@@ -353,9 +354,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         choices=OBJECTIVES,
         help="what searches maximise on validation",
     )
+    parser.add_argument(
+        "--trace-probes", type=int, default=TraceSettings.max_probes, help="most Hutchinson probes per trace estimate"
+    )
+    parser.add_argument(
+        "--trace-tol",
+        type=float,
+        default=TraceSettings.tol,
+        help="stop probing when a probe moves the whole-model trace by less than this share (0: use every probe)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    config = BenchmarkConfig(objective=args.objective)
+    config = BenchmarkConfig(
+        objective=args.objective, traces=TraceSettings(max_probes=args.trace_probes, tol=args.trace_tol)
+    )
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,
         action=args.action,
