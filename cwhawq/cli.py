@@ -70,6 +70,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
     group.add_argument("--trace-probes", type=int, default=TraceSettings.max_probes, help="max Hutchinson probes")
+    group.add_argument(
+        "--trace-reliability",
+        type=float,
+        default=TraceSettings.reliability,
+        help="probe until every layer's channel trace order is this share signal, not probe noise (0: whole-model "
+        f"rule only; default {TraceSettings.reliability})",
+    )
     group.add_argument("--trace-batches", type=int, default=TraceSettings.num_batches, help="training batches")
     group.add_argument(
         "--device",
@@ -117,7 +124,9 @@ def problem_settings(args: argparse.Namespace) -> ProblemSettings:
         fold_bn=not args.no_fold_bn,
         seed=args.seed,
         cache_dir=args.cache_dir,
-        traces=TraceSettings(max_probes=args.trace_probes, num_batches=args.trace_batches),
+        traces=TraceSettings(
+            max_probes=args.trace_probes, num_batches=args.trace_batches, reliability=args.trace_reliability
+        ),
         objective=args.objective,
         device=args.device,
     )

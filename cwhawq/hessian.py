@@ -39,6 +39,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 # Bump when the estimator changes in a way that makes stored traces stale.
 _CACHE_VERSION = 1
+#: Probes before the ranking rule may stop: the standard errors it compares come from the probes' own spread.
+MIN_RANKING_PROBES = 20
 #: Seconds between saves of the finished probes to a partial file (a kill loses at most this much work).
 PARTIAL_SAVE_INTERVAL_S = 30.0
 
@@ -65,20 +67,26 @@ def channel_traces(
     per_channel: bool = True,
     progress: bool = True,
     partial_file: Path | None = None,
+    reliability: float = 0.0,
 ) -> ChannelTraces:
     """Estimate each output channel's Hessian trace of the mean loss over ``batches`` with Hutchinson probes.
 
     ``loss_fn(model(x), y)`` must return the mean loss of one batch; batches are weighted by their size, so the
-    Hessian is that of the mean loss over all samples. Probes stop when the whole-model running mean changes by a
-    relative amount below ``tol`` (after at least 2 probes) or after ``max_probes``. With ``per_channel=False``
-    only the whole-model trace is computed and ``traces``/``stderr`` are empty. The autograd graph of all batches is
-    held in memory for the whole run, so pass a few calibration batches, not a whole training set.
+    Hessian is that of the mean loss over all samples. Probes stop after ``max_probes``, or earlier (after at least 2
+    probes) once the whole-model running mean changes by a relative amount below ``tol`` and, per channel, every
+    layer's ranking reliability (`ranking_reliability`) is at least ``reliability`` (after at least
+    `MIN_RANKING_PROBES`): the channels are handed their bits in trace order, which the whole-model estimate alone
+    does not make reliable. With ``per_channel=False`` only the whole-model trace is computed (``reliability`` does
+    not apply) and ``traces``/``stderr`` are empty. The autograd graph of all batches is held in memory for the
+    whole run, so pass a few calibration batches, not a whole training set.
 
     With ``partial_file``, finished probes are saved there now and then and on Ctrl-C, and a call that finds the file
     continues from it; it must come from a call with the same inputs (`cached_channel_traces` ensures that).
     """
     if max_probes < 1:
         raise CwhawqError(f"max_probes must be at least 1, got {max_probes}; pass a positive number of probes")
+    if not 0.0 <= reliability < 1.0:
+        raise CwhawqError(f"reliability must be in [0, 1), got {reliability}; 0.9 asks for 90% signal")
     if not layers:
         raise CwhawqError("no layers given for Hessian traces; pass the list from discover_layers(model, ...)")
     if not batches:
@@ -99,7 +107,16 @@ def channel_traces(
         with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             grads = _weighted_loss_gradients(model, weights, batches, loss_fn)
         samples = _probe(
-            grads, weights, names, out_channels, sizes, max_probes, tol, seed, per_channel, progress, partial_file
+            grads,
+            weights,
+            names,
+            out_channels,
+            sizes,
+            _Stopping(max_probes, tol, reliability if per_channel else 0.0),
+            seed,
+            per_channel,
+            progress,
+            partial_file,
         )
     finally:
         for w, flag in zip(weights, saved_requires_grad):
@@ -143,14 +160,45 @@ def _weighted_loss_gradients(
     return torch.autograd.grad(loss, weights, create_graph=True)
 
 
+def layer_ranking_reliability(traces: np.ndarray, stderr: np.ndarray) -> float | None:
+    """The share of the spread of one layer's channel trace estimates that is signal rather than probe noise:
+    1 - mean(stderr^2) / variance of the estimates across channels. Near 1 their order is the true one; near 0 (or
+    below) it is mostly noise. None for a layer of one channel or of equal estimates (nothing to rank)."""
+    spread = float(np.var(traces)) if len(traces) > 1 else 0.0
+    return 1.0 - float(np.mean(np.square(stderr))) / spread if spread > 0.0 else None
+
+
+def ranking_reliability(total: Tensor, total_sq: Tensor, n: int, out_channels: Sequence[int]) -> float:
+    """The lowest `layer_ranking_reliability` over the layers, from the sums over ``n`` probes of each channel's probe
+    values (``total``) and of their squares (``total_sq``); 1.0 when no layer has anything to rank."""
+    if n < 2:
+        return 0.0
+    mean = total / n
+    error_sq = (total_sq / n - mean**2).clamp_min(0.0) * (n / (n - 1)) / n
+    lowest = 1.0
+    for part_mean, part_error_sq in zip(mean.split(list(out_channels)), error_sq.split(list(out_channels))):
+        reliability = layer_ranking_reliability(part_mean.cpu().numpy(), part_error_sq.sqrt().cpu().numpy())
+        if reliability is not None:
+            lowest = min(lowest, reliability)
+    return lowest
+
+
+@dataclass(frozen=True)
+class _Stopping:
+    """What ends the probing (`channel_traces`)."""
+
+    max_probes: int
+    tol: float
+    reliability: float
+
+
 def _probe(
     grads: tuple[Tensor, ...],
     weights: list[Tensor],
     names: list[str],
     out_channels: list[int],
     sizes: list[int],
-    max_probes: int,
-    tol: float,
+    stopping: _Stopping,
     seed: int,
     per_channel: bool,
     progress: bool,
@@ -159,17 +207,20 @@ def _probe(
     """Run the probes; return per-probe values (probes x channels, or probes x layers) and whether it converged."""
     device, dtype = weights[0].device, weights[0].dtype
     generator = torch.Generator().manual_seed(seed)  # CPU generator: the same probes on every device
+    max_probes = stopping.max_probes
     width = sum(out_channels) if per_channel else len(weights)
     values = torch.empty((max_probes, width), dtype=torch.float64, device=device)
-    running, previous, converged, n = 0.0, 0.0, False, 0
+    running, previous, converged, settled, n = 0.0, 0.0, False, False, 0
     restored = _load_partial(partial_file, width, seed) if partial_file is not None else None
     if restored is not None:
         kept, state = restored
         n = min(len(kept), max_probes)
         values[:n] = torch.from_numpy(kept[:n]).to(device)
         generator.set_state(state)
-        for i in range(n):  # the running mean exactly as the interrupted run computed it
+        for i in range(n):  # the running mean and the whole-model rule exactly as the interrupted run computed them
             previous, running = running, running + (float(values[i].sum()) - running) / (i + 1)
+            settled = settled or (i >= 1 and abs(running - previous) / (abs(previous) + 1e-12) < stopping.tol)
+    total, total_sq = values[:n].sum(dim=0), values[:n].square().sum(dim=0)
     next_state, saved_at = generator.get_state(), time.monotonic()
     desc = f"Hessian probes (resumed at {n})" if n else "Hessian probes"
     bar = progress_bar(total=max_probes, initial=n, desc=desc, unit="probe", disable=not progress, leave=False)
@@ -193,13 +244,22 @@ def _probe(
             n += 1
             next_state = generator.get_state()
             previous, running = running, running + (sample - running) / n
+            total += row
+            total_sq += row.square()
             if partial_file is not None and time.monotonic() - saved_at >= PARTIAL_SAVE_INTERVAL_S:
                 _save_partial(partial_file, values[:n], next_state, seed)
                 saved_at = time.monotonic()
-            bar.set_postfix(trace=f"{running:.4g}", refresh=False)
-            bar.update(1)
             # abs() in the denominator: a negative running mean must not make the ratio negative and stop at once.
-            if n >= 2 and abs(running - previous) / (abs(previous) + 1e-12) < tol:
+            # Once met, the whole-model rule stays met while the ranking's reliability catches up.
+            settled = settled or (n >= 2 and abs(running - previous) / (abs(previous) + 1e-12) < stopping.tol)
+            if stopping.reliability == 0.0:
+                reliable = 1.0
+            else:  # standard errors from a handful of probes can be spuriously small
+                reliable = ranking_reliability(total, total_sq, n, out_channels) if n >= MIN_RANKING_PROBES else 0.0
+            postfix = {"trace": f"{running:.4g}"} | ({"ranking": f"{reliable:.2f}"} if stopping.reliability else {})
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            if settled and reliable >= stopping.reliability:
                 converged = True
                 break
     except KeyboardInterrupt as interrupt:

@@ -224,6 +224,7 @@ def prepare_problem(
         _cache_dir(settings),
         max_probes=settings.traces.max_probes,
         tol=settings.traces.tol,
+        reliability=settings.traces.reliability,
         seed=settings.seed,
         progress=progress,
     )

@@ -19,6 +19,7 @@ import torch
 from cwhawq.cost import FP32_BITS, SCALE_BITS, fp32_bits, scale_overhead_bits
 from cwhawq.errors import CwhawqError
 from cwhawq.export import save_model_files
+from cwhawq.hessian import layer_ranking_reliability
 from cwhawq.layers import unquantized_weights
 from cwhawq.problem import Assignment, QuantProblem
 from cwhawq.tracking import write_json_atomic
@@ -75,6 +76,7 @@ def build_result(
                 # what ordered the channels, so that a reader can see why each got its bits
                 "traces": np.asarray(traces.traces[layer.name], dtype=float).tolist(),
                 "trace_stderr": np.asarray(traces.stderr[layer.name], dtype=float).tolist(),
+                "ranking_reliability": layer_ranking_reliability(traces.traces[layer.name], traces.stderr[layer.name]),
             }
         )
     data = problem.data

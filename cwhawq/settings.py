@@ -26,12 +26,18 @@ def check_seed(seed: int) -> None:
 
 @dataclass
 class TraceSettings:
-    """How the channel-wise Hessian traces are estimated (Hutchinson)."""
+    """How the channel-wise Hessian traces are estimated (Hutchinson; `cwhawq.hessian.channel_traces`).
+
+    Probing stops at `max_probes`, or once the whole-model trace has settled (`tol`) and every layer's channel
+    ranking is `reliability` signal rather than probe noise; the whole-model rule alone stopped after 15-40 probes
+    on the benchmark models, when the channels' trace order was mostly noise (docs/BENCHMARKS.md, change 30).
+    """
 
     batch_size: int = 128
     num_batches: int = 4
-    max_probes: int = 100
+    max_probes: int = 200
     tol: float = 1e-3
+    reliability: float = 0.9
 
 
 @dataclass

@@ -363,11 +363,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=TraceSettings.tol,
         help="stop probing when a probe moves the whole-model trace by less than this share (0: use every probe)",
     )
+    parser.add_argument(
+        "--trace-reliability",
+        type=float,
+        default=TraceSettings.reliability,
+        help="probe until every layer's channel trace order is this share signal (0: the whole-model rule alone)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    config = BenchmarkConfig(
-        objective=args.objective, traces=TraceSettings(max_probes=args.trace_probes, tol=args.trace_tol)
-    )
+    traces = TraceSettings(max_probes=args.trace_probes, tol=args.trace_tol, reliability=args.trace_reliability)
+    config = BenchmarkConfig(objective=args.objective, traces=traces)
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,
         action=args.action,

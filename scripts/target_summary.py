@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     """Parse the result files, print the table and return it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="results.jsonl files of scripts/benchmark.py (a+b: one run)")
+    parser.add_argument("--seeds", type=int, help="only seeds 0 .. N-1 of every method (default: all)")
     args = parser.parse_args(argv)
     groups = [[Path(part) for part in group.split("+")] for group in args.results]
     missing = [path for group in groups for path in group if not path.is_file()]
@@ -101,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     runs: dict[str, list[dict]] = {}
     for group in groups:
         name = " + ".join(f"{path.parent.name}/{path.stem}" for path in group)
-        runs[name] = [row for path in group for row in load_rows(path)]
+        runs[name] = [
+            row for path in group for row in load_rows(path) if args.seeds is None or row["seed"] < args.seeds
+        ]
     text = table(runs)
     print(text)
     return text

@@ -1,5 +1,7 @@
 """Fast smoke versions of the benchmark scripts (the full runs are the scripts themselves)."""
 
+import contextlib
+import io
 import json
 import re
 import sys
@@ -17,6 +19,7 @@ import benchmark_transfer  # noqa: E402
 import choose_bit_widths  # noqa: E402
 import objective_study  # noqa: E402
 import selection_study  # noqa: E402
+import compare_runs  # noqa: E402
 import target_summary  # noqa: E402
 import zero_shot_study  # noqa: E402
 
@@ -49,6 +52,19 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
     assert re.search(r"^- 2\.5 bits: (\d+|-) of 15, (\d+|-) of 15; own best at \d+, \d+ \(random search: \d+, \d+\)$",
                      text, flags=re.M)
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_path):
+    out, rows = quick_benchmark
+    shifted = [{**row, "val_accuracy": row["val_accuracy"] + 0.01} for row in rows if row["seed"] == 0]
+    benchmark.save_rows(tmp_path / "other" / "results.jsonl", shifted)
+    text = compare_runs.main([str(out / "results.jsonl"), str(tmp_path / "other" / "results.jsonl")])
+    agent = next(row for row in rows if row["method"] == "ddpg-channel" and row["seed"] == 0)
+    line = next(line for line in text.splitlines() if line.startswith("| digits_cnn | 2.5 | ddpg-channel |"))
+    val = 100 * agent["val_accuracy"]
+    assert line == f"| digits_cnn | 2.5 | ddpg-channel | 1 | {val:.2f} | {100 * agent['test_accuracy']:.2f} | " \
+        f"{val + 1:.2f} | {100 * agent['test_accuracy']:.2f} |"  # seed 1 is left out: the second run lacks it
+    assert "other/results against " in text and "ddpg-channel: validation +1.00, test +0.00 points" in text
 
 
 def test_target_summary_of_the_quick_benchmark(quick_benchmark):
@@ -124,18 +140,26 @@ def test_quick_distilled_transfer_with_a_linear_actor(quick_distilled, cache_dir
     assert "a linear actor" in (out / "linear" / "BENCHMARKS.md").read_text()
 
 
-def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
+@pytest.fixture(scope="module")
+def quick_study(quick_distilled, cache_dir):
+    """The two-model zero-shot study on the quick distilled work: its output folder, rows and printed table."""
     out, _ = quick_distilled
     argv = ["--models", "mlp1d", "digits_cnn", "--budgets", "2.5", "--seeds", "1", "--work", str(out / "work"),
             "--out", str(out / "study.jsonl"), "--cache-dir", str(cache_dir), "--objective", "accuracy"]  # fmt: skip
-    rows = zero_shot_study.main(argv)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rows = zero_shot_study.main(argv)
+    return out, rows, printed.getvalue()
+
+
+def test_zero_shot_study_quick(quick_study):
+    out, rows, table = quick_study
     rules = ["uniform", "greedy-channel", "hint", "ridge 1", "residual 1", "ridge 10", "residual 10",
              *(f"distilled seed {seed}" for seed in range(zero_shot_study.ACTOR_SEEDS)), "distilled mean",
              *(f"linear actor {penalty:g}" for penalty in zero_shot_study.LINEAR_PENALTIES)]  # fmt: skip
     assert [row["rule"] for row in rows] == rules * 2
     assert all(0 < row["val"] <= 1 and 0 < row["test"] <= 1 for row in rows)
     assert len((out / "study.jsonl").read_text().splitlines()) == len(rows)
-    table = capsys.readouterr().out
     assert "| hint | " in table and table.count("/2 |") == len(rules) - 2
     with pytest.raises(SystemExit, match="no searches of lenet5"):
         zero_shot_study.main(["--models", "lenet5", "--work", str(out / "work")])
@@ -144,8 +168,8 @@ def test_zero_shot_study_quick(quick_distilled, cache_dir, capsys):
                               "--work", str(out / "work")])  # fmt: skip
 
 
-def test_zero_shot_study_extra_sources_are_not_targets(quick_distilled, cache_dir):
-    out, _ = quick_distilled
+def test_zero_shot_study_extra_sources_are_not_targets(quick_study, cache_dir):
+    out, _, _ = quick_study
     argv = ["--models", "digits_cnn", "--extra-sources", "mlp1d", "--budgets", "2.5", "--seeds", "1",
             "--work", str(out / "work"), "--out", str(out / "extra.jsonl"), "--cache-dir", str(cache_dir),
             "--objective", "accuracy"]  # fmt: skip

@@ -188,6 +188,47 @@ def test_stopping_rule_is_relative_change_of_running_mean():
     assert stopped.model_trace == pytest.approx(means[n], rel=1e-12)
 
 
+def weighted_mse(out: Tensor, target: Tensor) -> Tensor:
+    """half_mse with output j weighted by j + 1: channel j's exact trace is (j + 1) times channel 0's."""
+    weights = torch.arange(1, out.shape[1] + 1, dtype=out.dtype)
+    return 0.5 * (weights * (out - target) ** 2).sum(dim=1).mean()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    probes=st.integers(2, 12),
+    channels=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    seed=st.integers(0, 1000),
+)
+def test_ranking_reliability_is_the_signal_share_of_the_weakest_layer(probes, channels, seed):
+    values = np.random.default_rng(seed).normal(size=(probes, sum(channels))) * np.arange(1, sum(channels) + 1)
+    total, total_sq = torch.from_numpy(values.sum(0)), torch.from_numpy((values**2).sum(0))
+    expected = 1.0
+    for part in np.split(values, np.cumsum(channels)[:-1], axis=1):
+        mean, error_sq = part.mean(0), part.var(0, ddof=1) / probes
+        if part.shape[1] > 1 and mean.var() > 0:
+            expected = min(expected, 1 - error_sq.mean() / mean.var())
+    assert hessian.ranking_reliability(total, total_sq, probes, channels) == pytest.approx(expected, abs=1e-9)
+
+
+def test_probing_goes_on_until_the_channel_ranking_is_reliable():
+    model, layers, batches = linear_setup()
+    run = lambda n, t, r: channel_traces(model, layers, batches, loss_fn=weighted_mse, max_probes=n, tol=t,  # noqa: E731
+                                         reliability=r, progress=False)  # fmt: skip
+    loose = run(400, 0.5, 0.0)
+    reliable = run(400, 0.5, 0.99)
+    n = reliable.n_probes
+    assert reliable.converged and max(loose.n_probes, hessian.MIN_RANKING_PROBES) < n < 400
+    # Same seed => a tol=0 run of k probes holds the first k probes: the reliability first reaches 0.99 at probe n.
+
+    def reliability(k: int) -> float:
+        run_k = run(k, 0.0, 0.0)
+        mean, error = run_k.traces["0"], run_k.stderr["0"]
+        return 1 - float(np.mean(error**2)) / float(np.var(mean))
+
+    assert reliability(n) >= 0.99 > reliability(n - 1)
+
+
 def test_negative_definite_hessian_converges_to_the_right_value():
     # loss = -0.5 * mean ||W x||^2: H = -mean x x^T per row, negative definite with off-diagonal terms. A running
     # mean below zero with a signed denominator would give a negative ratio and stop after 2 probes regardless.
@@ -254,6 +295,8 @@ def test_bad_arguments_raise():
         channel_traces(model, [], batches, loss_fn=half_mse, progress=False)
     with pytest.raises(CwhawqError, match="max_probes"):
         channel_traces(model, layers, batches, loss_fn=half_mse, max_probes=0, progress=False)
+    with pytest.raises(CwhawqError, match=r"reliability must be in \[0, 1\)"):
+        channel_traces(model, layers, batches, loss_fn=half_mse, reliability=1.0, progress=False)
 
 
 # --- cache ------------------------------------------------------------------------------------------------------
@@ -382,6 +425,16 @@ def test_a_converging_run_resumes_to_the_same_stop(tmp_path, interrupt_after_pro
     with pytest.raises(KeyboardInterrupt):
         run_cached(tmp_path, max_probes=200, tol=1e-2)
     assert same(run_cached(tmp_path, max_probes=200, tol=1e-2), uninterrupted)
+
+
+def test_a_run_stopped_by_the_ranking_rule_resumes_to_the_same_stop(tmp_path, interrupt_after_probe):
+    settings = {"loss_fn": weighted_mse, "max_probes": 400, "tol": 0.5, "reliability": 0.95}
+    uninterrupted = run_cached(tmp_path / "reference", **settings)
+    assert uninterrupted.converged and hessian.MIN_RANKING_PROBES <= uninterrupted.n_probes < 400
+    interrupt_after_probe(10)
+    with pytest.raises(KeyboardInterrupt):
+        run_cached(tmp_path, **settings)
+    assert same(run_cached(tmp_path, **settings), uninterrupted)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "other seed", "other width"])

@@ -31,4 +31,6 @@ def test_result_records_the_assignment_and_the_versions_it_ran_with(digits_probl
         assert np.array_equal(layer["traces"], digits_problem.traces.traces[layer["name"]])
         assert np.array_equal(layer["trace_stderr"], digits_problem.traces.stderr[layer["name"]])
         assert len(layer["traces"]) == len(layer["bits"]) == layer["channels"]
+        traces, errors = np.asarray(layer["traces"]), np.asarray(layer["trace_stderr"])
+        assert layer["ranking_reliability"] == 1 - np.mean(errors**2) / np.var(traces)
     assert written["traces"]["probes"] == digits_problem.traces.n_probes

@@ -1,0 +1,71 @@
+"""Two or more runs of `scripts/benchmark.py` side by side: each method's mean validation and test accuracy per model
+and budget, over the seeds all runs share (e.g. the benchmark before and after a change to the traces).
+
+    python scripts/compare_runs.py docs/benchmark/avx512_machine/results.jsonl \
+        docs/benchmark/avx512_machine/reliable_traces/results.jsonl --methods greedy-channel ddpg-channel
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmark import load_rows
+
+
+def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None = None) -> str:
+    """A Markdown table: one line per (model, budget, method) present in every run, with the mean validation and
+    test accuracy of each run over the seeds that all runs have for it; then the mean change of each run over the
+    first, per method."""
+    names = list(runs)
+    grouped: dict[str, dict[tuple, dict[int, dict[str, Any]]]] = {}
+    for name, rows in runs.items():
+        for row in rows:
+            if methods is None or row["method"] in methods:
+                key = (row["model"], row["budget"], row["method"])
+                grouped.setdefault(name, {}).setdefault(key, {})[row["seed"]] = row
+    keys = [key for key in grouped.get(names[0], {}) if all(key in grouped.get(name, {}) for name in names)]
+    header = "| model | budget | method | seeds | " + " | ".join(f"val ({n}) | test ({n})" for n in names) + " |"
+    lines = [header, "|---|---|---|---|" + "---:|---:|" * len(names)]
+    changes: dict[tuple[str, str], list[float]] = {}
+    for key in sorted(keys, key=lambda k: (k[0], k[1], k[2])):
+        seeds = sorted(set.intersection(*(set(grouped[name][key]) for name in names)))
+        means = {
+            name: [100 * statistics.mean(grouped[name][key][seed][f"{part}_accuracy"] for seed in seeds)
+                   for part in ("val", "test")]
+            for name in names
+        }  # fmt: skip
+        cells = " | ".join(f"{means[name][0]:.2f} | {means[name][1]:.2f}" for name in names)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(seeds)} | {cells} |")
+        for name in names[1:]:
+            for part, index in (("val", 0), ("test", 1)):
+                changes.setdefault((name, key[2], part), []).append(means[name][index] - means[names[0]][index])
+    lines.append("")
+    for name in names[1:]:
+        for method in dict.fromkeys(key[2] for key in keys):
+            val, test = (statistics.mean(changes[(name, method, part)]) for part in ("val", "test"))
+            lines.append(f"- {name} against {names[0]}, {method}: validation {val:+.2f}, test {test:+.2f} points")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Parse the result files, print the table and return it."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="results.jsonl files of scripts/benchmark.py, the reference first")
+    parser.add_argument("--methods", nargs="+", help="methods to show (default: all)")
+    args = parser.parse_args(argv)
+    paths = [Path(path) for path in args.results]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: no rows at {missing[0]}; pass a results.jsonl written by scripts/benchmark.py")
+    runs = {f"{path.parent.name}/{path.stem}": load_rows(path) for path in paths}
+    text = compare(runs, args.methods)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
