@@ -121,7 +121,8 @@ class ProblemSettings:
         """Rebuild settings recorded in a `result.json` (the inverse of `dataclasses.asdict`)."""
         values = dict(data)
         values["bit_widths"] = tuple(values.get("bit_widths", DEFAULT_BIT_WIDTHS))
-        values["traces"] = TraceSettings(**values.get("traces", {}))
+        # a record older than the ranking rule ran without it: rebuild the traces it had
+        values["traces"] = TraceSettings(**{"reliability": 0.0, **values.get("traces", {})})
         return cls(**values)
 
 

@@ -40,3 +40,9 @@ def test_a_seed_the_seeded_libraries_refuse_is_refused_in_one_line(seed, setting
 @pytest.mark.parametrize("seed", [0, MAX_SEED])
 def test_seeds_at_the_ends_of_the_range_are_accepted(seed):
     assert ProblemSettings(seed=seed).seed == SearchSettings(seed=seed).seed == seed
+
+
+def test_settings_recorded_before_the_ranking_rule_rebuild_the_traces_they_had():
+    recorded = asdict(ProblemSettings())
+    del recorded["traces"]["reliability"]
+    assert ProblemSettings.from_dict(recorded).traces.reliability == 0.0
