@@ -183,6 +183,12 @@ def ranking_reliability(total: Tensor, total_sq: Tensor, n: int, out_channels: S
     return lowest
 
 
+def _settles(running: float, previous: float, tol: float) -> bool:
+    """The whole-model rule: the last probe moved the running mean by a relative amount below ``tol``."""
+    # abs() in the denominator: a negative running mean must not make the ratio negative and stop at once.
+    return abs(running - previous) / (abs(previous) + 1e-12) < tol
+
+
 @dataclass(frozen=True)
 class _Stopping:
     """What ends the probing (`channel_traces`)."""
@@ -219,7 +225,7 @@ def _probe(
         generator.set_state(state)
         for i in range(n):  # the running mean and the whole-model rule exactly as the interrupted run computed them
             previous, running = running, running + (float(values[i].sum()) - running) / (i + 1)
-            settled = settled or (i >= 1 and abs(running - previous) / (abs(previous) + 1e-12) < stopping.tol)
+            settled = settled or (i >= 1 and _settles(running, previous, stopping.tol))
     total, total_sq = values[:n].sum(dim=0), values[:n].square().sum(dim=0)
     next_state, saved_at = generator.get_state(), time.monotonic()
     desc = f"Hessian probes (resumed at {n})" if n else "Hessian probes"
@@ -249,9 +255,8 @@ def _probe(
             if partial_file is not None and time.monotonic() - saved_at >= PARTIAL_SAVE_INTERVAL_S:
                 _save_partial(partial_file, values[:n], next_state, seed)
                 saved_at = time.monotonic()
-            # abs() in the denominator: a negative running mean must not make the ratio negative and stop at once.
             # Once met, the whole-model rule stays met while the ranking's reliability catches up.
-            settled = settled or (n >= 2 and abs(running - previous) / (abs(previous) + 1e-12) < stopping.tol)
+            settled = settled or (n >= 2 and _settles(running, previous, stopping.tol))
             if stopping.reliability == 0.0:
                 reliable = 1.0
             else:  # standard errors from a handful of probes can be spuriously small
