@@ -1,6 +1,6 @@
 """The `cwhawq` command: `search` trains the agent on a model, `apply` reuses a saved policy on another,
 `distill` clones the results of several runs into one policy, `baseline` runs a baseline method (uniform,
-HAWQ-V2, ILPs, greedy, random search) on the same problem.
+HAWQ-V2, ILPs, greedy, random search) on the same problem, `plot` draws a finished run's channel bits.
 
 `scripts/train_agent.py`, `scripts/apply_policy.py` and `scripts/distill_policy.py` are the same as
 `cwhawq search`, `cwhawq apply` and `cwhawq distill`.
