@@ -69,14 +69,7 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
-    group.add_argument("--trace-probes", type=int, default=TraceSettings.max_probes, help="max Hutchinson probes")
-    group.add_argument(
-        "--trace-reliability",
-        type=float,
-        default=TraceSettings.reliability,
-        help="probe until every layer's channel trace order is this share signal, not probe noise (0: whole-model "
-        f"rule only; default {TraceSettings.reliability})",
-    )
+    add_trace_arguments(group)
     group.add_argument("--trace-batches", type=int, default=TraceSettings.num_batches, help="training batches")
     group.add_argument(
         "--device",
@@ -90,6 +83,20 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="torch CPU threads (default 1: a search runs thousands of small forward passes, where more threads "
         "mostly add synchronisation; raise it for large models)",
+    )
+
+
+def add_trace_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--trace-probes` and `--trace-reliability` (`TraceSettings`), shared by the commands and the benchmark."""
+    parser.add_argument(
+        "--trace-probes", type=int, default=TraceSettings.max_probes, help="most Hutchinson probes per trace estimate"
+    )
+    parser.add_argument(
+        "--trace-reliability",
+        type=float,
+        default=TraceSettings.reliability,
+        help="probe until every layer's channel trace order is this share signal, not probe noise (0: whole-model "
+        f"rule only; default {TraceSettings.reliability})",
     )
 
 

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
-from cwhawq.cli import add_noise_layer_arguments  # noqa: E402
+from cwhawq.cli import add_noise_layer_arguments, add_trace_arguments  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
@@ -354,20 +354,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         choices=OBJECTIVES,
         help="what searches maximise on validation",
     )
-    parser.add_argument(
-        "--trace-probes", type=int, default=TraceSettings.max_probes, help="most Hutchinson probes per trace estimate"
-    )
+    add_trace_arguments(parser)
     parser.add_argument(
         "--trace-tol",
         type=float,
         default=TraceSettings.tol,
         help="stop probing when a probe moves the whole-model trace by less than this share (0: use every probe)",
-    )
-    parser.add_argument(
-        "--trace-reliability",
-        type=float,
-        default=TraceSettings.reliability,
-        help="probe until every layer's channel trace order is this share signal (0: the whole-model rule alone)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
