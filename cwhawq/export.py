@@ -182,7 +182,10 @@ def _read_packed(path: Path) -> dict[str, np.ndarray]:
 def load_packed_weights(path: Path) -> dict[str, torch.Tensor]:
     """Each layer's weight from a file written by `save_packed_weights`: codes * scales per output channel (the
     weights the quantized model was measured with), or the FP32 weight of a layer kept at FP32."""
-    arrays = _read_packed(path)
+    return _packed_layer_weights(_read_packed(path))
+
+
+def _packed_layer_weights(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     weights = {}
     for key in arrays:
         if not key.endswith(_KEY + "shape"):
@@ -220,7 +223,7 @@ def load_packed_model(model: nn.Module, path: Path, fold_bn: bool = True) -> nn.
     arrays = _read_packed(path)
     measured = bake_parametrized_weights(model)
     measured = fold_batchnorm(measured) if fold_bn else copy.deepcopy(measured).eval()
-    weights = load_packed_weights(path)
+    weights = _packed_layer_weights(arrays)
     try:
         targets = {name: layer_weight(measured, name) for name in weights}
     except CwhawqError as exc:
