@@ -18,6 +18,7 @@ Files in the output directory:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -139,8 +140,9 @@ class SearchRun:
             fitted to the budget) are the first episodes, so the result is never worse (on validation) than
             applying the policy zero-shot. With a warm start set, the baselines it names are evaluated on
             this problem too (one evaluation each), and the best of them and the policy's own output is cloned
-            into the actor, as in a fresh search. `settings.agent.net_arch` and `actor_arch` are set to the
-            bundle's. A fine-tune has no coarse phase.
+            into the actor, as in a fresh search; where a baseline's replay wins, into a fresh actor (the
+            transferred weights are kept only when the policy's output is the best start on this problem).
+            `settings.agent.net_arch` and `actor_arch` are set to the bundle's. A fine-tune has no coarse phase.
         memo: the evaluation memo to use (default: `evaluations.jsonl` in `settings.out`; a coarse phase shares
             its search's).
     """
@@ -291,12 +293,17 @@ class SearchRun:
         self.model = make_agent(
             self.env, agent, self.env.n_steps, self.settings.seed, tensorboard_log=str(self.out / "tb")
         )
+        fresh_actor = copy.deepcopy(self.model.actor.state_dict())
         self.model.actor.load_state_dict(source.actor.state_dict())
         self.model.actor_target.load_state_dict(source.actor.state_dict())
         self.model.explore_from_policy = True
         self._unlogged = reuse_outcomes(self.model, self.env)
         if agent.warm_start:
-            self._unlogged += warm_start(self.model, self.env, agent.warm_start, known=self._unlogged)
+            # Where a baseline beats the policy's own output on this model, the transferred actor starts afresh:
+            # exploring from its weights found less than a fresh search's in as many episodes (change 31).
+            self._unlogged += warm_start(
+                self.model, self.env, agent.warm_start, known=self._unlogged, baseline_actor=fresh_actor
+            )
         for outcome in self._unlogged:
             self.record.add(*outcome)
         self.save_best()

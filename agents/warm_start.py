@@ -15,7 +15,7 @@ fit the new model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -66,10 +66,18 @@ def _replay(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> tupl
     return actions, steps
 
 
-def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[Outcome] = ()) -> list[Outcome]:
+def warm_start(
+    model: HaqDDPG,
+    env: ChannelBitsEnv,
+    start: str,
+    known: Sequence[Outcome] = (),
+    baseline_actor: Mapping[str, torch.Tensor] | None = None,
+) -> list[Outcome]:
     """Evaluate the baseline(s) named by `start` as they are and replayed in `env`, then clone the best replay, or
     the replay of the best `known` outcome (already evaluated, e.g. a transferred policy's zero-shot outcomes)
-    where that is better on validation, into the actor.
+    where that is better on validation, into the actor. With `baseline_actor`, a baseline's replay is cloned into
+    an actor with those weights instead of the current ones (a fine-tune: the transferred actor is kept only when
+    its own output is the best start; docs/BENCHMARKS.md, change 31).
 
     Returns (terminal info, reward) of every new evaluation, for the search record.
     """
@@ -77,11 +85,12 @@ def warm_start(model: HaqDDPG, env: ChannelBitsEnv, start: str, known: Sequence[
     replays = [_replay(model, env, info["assignment"]) for info, _ in baselines]
     actions, steps = max(replays, key=lambda replay: outcome(replay[1])[0]["val_score"])
     evaluations = [*baselines, *(outcome(played) for _, played in replays)]
-    if known:
-        best_known = best_outcome(known)[0]
-        if best_known["val_score"] > outcome(steps)[0]["val_score"]:
-            actions, steps = _replay(model, env, best_known["assignment"])
-            evaluations.append(outcome(steps))
+    best_known = best_outcome(known)[0] if known else None
+    if best_known is not None and best_known["val_score"] > outcome(steps)[0]["val_score"]:
+        actions, steps = _replay(model, env, best_known["assignment"])
+        evaluations.append(outcome(steps))
+    elif baseline_actor is not None:
+        model.actor.load_state_dict(baseline_actor)
     clone_actions(model, np.stack([step[0] for step in steps]), np.stack(actions))
     model.explore_from_policy = True
     return evaluations

@@ -253,3 +253,42 @@ def test_fine_tune_interrupted_in_its_warm_start_resumes_as_a_fine_tune(
     resumed = SearchRun(digits_problem, dataclasses.replace(settings, resume=True)).run()
     assert resumed["method"] == "policy-finetune"
     assert resumed["search"]["best_val_score_curve"] == reference_result["search"]["best_val_score_curve"]
+
+
+@pytest.mark.parametrize("policy_wins", [False, True])
+def test_fine_tune_keeps_the_transferred_actor_only_when_its_output_is_the_best_start(
+    digits_problem, trained_policy, tmp_path, monkeypatch, policy_wins
+):
+    import torch
+
+    import agents.search as search
+
+    path, _ = trained_policy
+    # The policy's own outcomes are scored far above (or below) every baseline's replay.
+    zero_shot, forced = search.reuse_outcomes, 1e9 if policy_wins else -1e9
+    monkeypatch.setattr(
+        search,
+        "reuse_outcomes",
+        lambda model, env: [(info | {"val_score": forced}, reward) for info, reward in zero_shot(model, env)],
+    )
+    settings = SearchSettings(
+        problem=small_settings(tmp_path),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=14,
+        out=str(tmp_path / "ft"),
+        progress=False,
+    )
+    fine_tune = SearchRun(digits_problem, settings, start_from=path)
+    fresh = SearchRun(digits_problem, dataclasses.replace(settings, out=str(tmp_path / "fresh")))
+    source, _ = load_bundle(path, ChannelBitsEnv(digits_problem))
+    # Both clone the same best start; only the weights they clone into differ.
+    same_as_fresh = all(
+        torch.equal(mine, theirs)
+        for mine, theirs in zip(fine_tune.model.actor.parameters(), fresh.model.actor.parameters(), strict=True)
+    )
+    assert same_as_fresh != policy_wins
+    if policy_wins:  # cloned into the transferred weights, which moved from the bundle's
+        assert any(
+            not torch.equal(mine, theirs)
+            for mine, theirs in zip(fine_tune.model.actor.parameters(), source.actor.parameters(), strict=True)
+        )
