@@ -34,6 +34,17 @@ def trained_policy(digits_problem, tmp_path_factory):
     return out / "policy.zip", run.model
 
 
+def fine_tune_settings(tmp_path) -> SearchSettings:
+    """A short fine-tune: more episodes than the zero-shot outcomes and the warm start's evaluations."""
+    return SearchSettings(
+        problem=small_settings(tmp_path),
+        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
+        episodes=14,
+        out=str(tmp_path / "ft"),
+        progress=False,
+    )
+
+
 def test_round_trip_gives_the_same_actions(digits_problem, trained_policy):
     path, original = trained_policy
     env = ChannelBitsEnv(digits_problem)
@@ -197,13 +208,7 @@ def test_fine_tune_starts_from_the_best_it_knows(digits_problem, trained_policy,
 
 def test_resumed_fine_tune_is_still_a_fine_tune(digits_problem, trained_policy, tmp_path):
     path, _ = trained_policy
-    settings = SearchSettings(
-        problem=small_settings(tmp_path),
-        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
-        episodes=14,  # more than the zero-shot outcomes and the warm start's evaluations
-        out=str(tmp_path / "ft"),
-        progress=False,
-    )
+    settings = fine_tune_settings(tmp_path)
     SearchRun(digits_problem, settings, start_from=path).run()
     # The resuming command need not know the bundle's network shape (32, 32): a fine-tune keeps its bundle's.
     resuming = dataclasses.replace(settings, agent=AgentSettings(warmup_episodes=2, batch_size=8), resume=True)
@@ -237,13 +242,7 @@ def test_fine_tune_interrupted_in_its_warm_start_resumes_as_a_fine_tune(
     digits_problem, trained_policy, tmp_path, interrupt_at_measurement
 ):
     path, _ = trained_policy
-    settings = SearchSettings(
-        problem=small_settings(tmp_path),
-        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
-        episodes=14,
-        out=str(tmp_path / "ft"),
-        progress=False,
-    )
+    settings = fine_tune_settings(tmp_path)
     reference = SearchRun(digits_problem, dataclasses.replace(settings, out=str(tmp_path / "ref")), start_from=path)
     reference_result = reference.run()
     interrupt_at_measurement(5)  # after the zero-shot outcomes, in the baselines
@@ -271,13 +270,7 @@ def test_fine_tune_keeps_the_transferred_actor_only_when_its_output_is_the_best_
         "reuse_outcomes",
         lambda model, env: [(info | {"val_score": forced}, reward) for info, reward in zero_shot(model, env)],
     )
-    settings = SearchSettings(
-        problem=small_settings(tmp_path),
-        agent=AgentSettings(warmup_episodes=2, batch_size=8, net_arch=(32, 32)),
-        episodes=14,
-        out=str(tmp_path / "ft"),
-        progress=False,
-    )
+    settings = fine_tune_settings(tmp_path)
     fine_tune = SearchRun(digits_problem, settings, start_from=path)
     fresh = SearchRun(digits_problem, dataclasses.replace(settings, out=str(tmp_path / "fresh")))
     source, _ = load_bundle(path, ChannelBitsEnv(digits_problem))
