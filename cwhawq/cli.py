@@ -25,6 +25,7 @@ from cwhawq.settings import (
     DEFAULT_BIT_WIDTHS,
     NOISE_LAYER_LAWS,
     OBJECTIVES,
+    PROBE_DATA,
     AgentSettings,
     ProblemSettings,
     SearchSettings,
@@ -98,6 +99,13 @@ def add_trace_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         help="probe until every layer's channel trace order is this share signal, not probe noise (0: whole-model "
         f"rule only; default {TraceSettings.reliability})",
     )
+    parser.add_argument(
+        "--trace-probe-data",
+        choices=PROBE_DATA,
+        default=TraceSettings.probe_data,
+        help="what one probe runs over: 'all' trace batches, or one 'batch' in turn (1/--trace-batches the cost per "
+        "probe; pass that many times more --trace-probes)",
+    )
 
 
 def add_noise_layer_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -132,7 +140,10 @@ def problem_settings(args: argparse.Namespace) -> ProblemSettings:
         seed=args.seed,
         cache_dir=args.cache_dir,
         traces=TraceSettings(
-            max_probes=args.trace_probes, num_batches=args.trace_batches, reliability=args.trace_reliability
+            max_probes=args.trace_probes,
+            num_batches=args.trace_batches,
+            reliability=args.trace_reliability,
+            probe_data=args.trace_probe_data,
         ),
         objective=args.objective,
         device=args.device,

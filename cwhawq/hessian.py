@@ -4,6 +4,11 @@ One Rademacher probe v over all quantizable weights gives Hv by a second backwar
 are independent, summing (Hv * v) over one output channel's weights is an unbiased estimate of that channel's
 Hessian-diagonal sum. Channel-wise traces therefore cost the same Hessian-vector products as a whole-model trace.
 
+By default every probe's Hessian-vector product runs over all the given batches (the Hessian of their mean loss, as
+PyHessian). With ``probe_data="batch"`` each probe runs over one batch in turn, scaled so that its expectation is
+the same Hessian's: with B batches a probe costs 1/B as much, and B times as many probes rank the channels better for
+the same time (docs/BENCHMARKS.md, change 33).
+
 Probes take minutes on large models, so the finished ones can be kept in a partial file (every
 `PARTIAL_SAVE_INTERVAL_S` seconds and on Ctrl-C) from which a later call with the same inputs continues; the result
 equals an uninterrupted run's. `cached_channel_traces` keeps one next to its cache entry.
@@ -33,6 +38,7 @@ from cwhawq.cache import hash_tensor
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import LayerInfo, layer_weight
 from cwhawq.progress import progress_bar
+from cwhawq.settings import PROBE_DATA
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -68,6 +74,7 @@ def channel_traces(
     progress: bool = True,
     partial_file: Path | None = None,
     reliability: float = 0.0,
+    probe_data: str = "all",
 ) -> ChannelTraces:
     """Estimate each output channel's Hessian trace of the mean loss over ``batches`` with Hutchinson probes.
 
@@ -77,8 +84,10 @@ def channel_traces(
     layer's ranking reliability (`ranking_reliability`) is at least ``reliability`` (after at least
     `MIN_RANKING_PROBES`): the channels are handed their bits in trace order, which the whole-model estimate alone
     does not make reliable. With ``per_channel=False`` only the whole-model trace is computed (``reliability`` does
-    not apply) and ``traces``/``stderr`` are empty. The autograd graph of all batches is held in memory for the
-    whole run, so pass a few calibration batches, not a whole training set.
+    not apply) and ``traces``/``stderr`` are empty. With ``probe_data="batch"``, probe k runs over batch k mod B
+    only, its values scaled by B * (batch size) / (all samples): unbiased for the same Hessian at 1/B of the cost
+    per probe, so ``max_probes`` can be B times larger for the same time. The autograd graph of all batches is
+    held in memory for the whole run, so pass a few calibration batches, not a whole training set.
 
     With ``partial_file``, finished probes are saved there now and then and on Ctrl-C, and a call that finds the file
     continues from it; it must come from a call with the same inputs (`cached_channel_traces` ensures that).
@@ -91,6 +100,8 @@ def channel_traces(
         raise CwhawqError("no layers given for Hessian traces; pass the list from discover_layers(model, ...)")
     if not batches:
         raise CwhawqError("no batches given for Hessian traces; pass at least one (inputs, targets) batch")
+    if probe_data not in PROBE_DATA:
+        raise CwhawqError(f"unknown probe_data {probe_data!r}; use one of {list(PROBE_DATA)}")
     names = [layer.name for layer in layers]
     weights = [layer_weight(model, name) for name in names]
     out_channels = [w.shape[0] for w in weights]
@@ -105,9 +116,9 @@ def channel_traces(
         # enable_grad: also when called under torch.no_grad(); the math attention kernel: the fused ones have no
         # double backward, which every Hessian-vector product of an attention model needs
         with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-            grads = _weighted_loss_gradients(model, weights, batches, loss_fn)
+            gradients = _probe_gradients(model, weights, batches, loss_fn, probe_data)
         samples = _probe(
-            grads,
+            gradients,
             weights,
             names,
             out_channels,
@@ -142,22 +153,30 @@ def channel_traces(
 _TRACE_SIGNATURE = inspect.signature(channel_traces)
 
 
-def _weighted_loss_gradients(
-    model: nn.Module, weights: list[Tensor], batches: Sequence[Batch], loss_fn: LossFn
-) -> tuple[Tensor, ...]:
+def _probe_gradients(
+    model: nn.Module, weights: list[Tensor], batches: Sequence[Batch], loss_fn: LossFn, probe_data: str
+) -> list[tuple[tuple[Tensor, ...], float]]:
+    """The loss gradients (with their graphs) that the probes differentiate, each with the scale of its probes'
+    values: one pair for the mean loss over all batches ("all"), or one per batch ("batch"; see `channel_traces`)."""
     # The graphs of all batches are built once and kept (create_graph=True): every probe then needs one double
-    # backward over the sum of the weighted batch losses instead of a forward + backward + double backward per batch
-    # and probe (PyHessian's loop). The double backward dominates, so this saves ~20-25% per probe on small CNNs
-    # (CPU); the cost is holding the graph of all batches, small for the few calibration batches a trace needs.
+    # backward instead of a forward + backward + double backward per batch and probe (PyHessian's loop). The double
+    # backward dominates, so this saves ~20-25% per probe on small CNNs (CPU); the cost is holding the graph of all
+    # batches, small for the few calibration batches a trace needs.
     total = sum(len(x) for x, _ in batches)
     device = weights[0].device
-    loss = torch.zeros((), device=device)
+    losses = []
     for k, (x, y) in enumerate(batches):
         batch_loss = loss_fn(model(x.to(device)), y.to(device))
         if not torch.isfinite(batch_loss).all():
             raise CwhawqError(f"non-finite loss on batch {k}; check the model and data for NaNs")
-        loss = loss + batch_loss * (len(x) / total)
-    return torch.autograd.grad(loss, weights, create_graph=True)
+        losses.append((batch_loss, len(x) / total))
+    if probe_data == "all":
+        loss = sum((batch_loss * share for batch_loss, share in losses), torch.zeros((), device=device))
+        return [(torch.autograd.grad(loss, weights, create_graph=True), 1.0)]
+    return [
+        (torch.autograd.grad(batch_loss, weights, create_graph=True), len(batches) * share)
+        for batch_loss, share in losses
+    ]
 
 
 def layer_ranking_reliability(traces: np.ndarray, stderr: np.ndarray) -> float | None:
@@ -199,7 +218,7 @@ class _Stopping:
 
 
 def _probe(
-    grads: tuple[Tensor, ...],
+    gradients: list[tuple[tuple[Tensor, ...], float]],
     weights: list[Tensor],
     names: list[str],
     out_channels: list[int],
@@ -210,7 +229,11 @@ def _probe(
     progress: bool,
     partial_file: Path | None,
 ) -> tuple[Tensor, bool]:
-    """Run the probes; return per-probe values (probes x channels, or probes x layers) and whether it converged."""
+    """Run the probes; return per-probe values (probes x channels, or probes x layers) and whether it converged.
+
+    Probe k differentiates ``gradients[k % len(gradients)]`` (the loss gradients of some batches, with create_graph)
+    and scales its values by the factor paired with them.
+    """
     device, dtype = weights[0].device, weights[0].dtype
     generator = torch.Generator().manual_seed(seed)  # CPU generator: the same probes on every device
     max_probes = stopping.max_probes
@@ -234,12 +257,13 @@ def _probe(
         while n < max_probes:
             flat = torch.randint(0, 2, (sum(sizes),), generator=generator, dtype=dtype).to(device).mul_(2).sub_(1)
             probes = [p.view_as(w) for p, w in zip(flat.split(sizes), weights)]
+            grads, scale = gradients[n % len(gradients)]
             hvs = torch.autograd.grad(grads, weights, grad_outputs=probes, retain_graph=True)
             if per_channel:
                 parts = [(hv * v).reshape(c, -1).sum(dim=1) for hv, v, c in zip(hvs, probes, out_channels)]
             else:
                 parts = [torch.dot(hv.reshape(-1), v.reshape(-1)).reshape(1) for hv, v in zip(hvs, probes)]
-            row = torch.cat(parts).double()
+            row = torch.cat(parts).double() * scale
             values[n] = row
             sample = float(row.sum())
             if not math.isfinite(sample):

@@ -225,6 +225,7 @@ def prepare_problem(
         max_probes=settings.traces.max_probes,
         tol=settings.traces.tol,
         reliability=settings.traces.reliability,
+        probe_data=settings.traces.probe_data,
         seed=settings.seed,
         progress=progress,
     )

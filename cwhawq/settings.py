@@ -14,6 +14,9 @@ DEFAULT_BIT_WIDTHS: tuple[int, ...] = (2, 3, 4, 6, 8)
 OBJECTIVES = ("accuracy", "kl")
 #: How many layers get exploration noise per episode (`AgentSettings.noise_layers_law`).
 NOISE_LAYER_LAWS = ("fixed", "geometric")
+#: What one Hessian probe runs over (`TraceSettings.probe_data`, `cwhawq.hessian.channel_traces`): every trace batch,
+#: or one batch in turn.
+PROBE_DATA = ("all", "batch")
 #: The largest seed that numpy, torch and scikit-learn all accept.
 MAX_SEED = 2**32 - 1
 
@@ -31,6 +34,8 @@ class TraceSettings:
     Probing stops at `max_probes`, or once the whole-model trace has settled (`tol`) and every layer's channel
     ranking is `reliability` signal rather than probe noise; the whole-model rule alone stopped after 15-40 probes
     on the benchmark models, when the channels' trace order was mostly noise (docs/BENCHMARKS.md, change 30).
+    `probe_data` "batch" runs each probe over one of the `num_batches` batches in turn instead of all of them
+    (`PROBE_DATA`): each probe then costs 1/`num_batches` as much (change 33).
     """
 
     batch_size: int = 128
@@ -38,6 +43,7 @@ class TraceSettings:
     max_probes: int = 200
     tol: float = 1e-3
     reliability: float = 0.9
+    probe_data: str = "all"
 
 
 @dataclass

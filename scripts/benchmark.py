@@ -363,7 +363,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    traces = TraceSettings(max_probes=args.trace_probes, tol=args.trace_tol, reliability=args.trace_reliability)
+    traces = TraceSettings(
+        max_probes=args.trace_probes,
+        tol=args.trace_tol,
+        reliability=args.trace_reliability,
+        probe_data=args.trace_probe_data,
+    )
     config = BenchmarkConfig(objective=args.objective, traces=traces)
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,

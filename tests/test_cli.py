@@ -260,6 +260,20 @@ def test_baseline_command(capsys, tmp_path, common, method):
     assert (out / QUANTIZED_MODEL_FILE).is_file()
 
 
+def test_trace_options_reach_the_traces_and_result(capsys, tmp_path, cache_dir):
+    # Two trace batches, one per probe: 6 probes over them, as recorded with the settings.
+    args = ["--cache-dir", str(cache_dir), "--trace-probes", "6", "--trace-batches", "2", "--trace-reliability", "0"]
+    args += ["--method", "uniform", "--out", str(tmp_path / "batch"), "--quiet"]
+    status, _, stderr = run_cli(capsys, "baseline", *args, "--trace-probe-data", "batch")
+    assert status == 0, stderr
+    result = json.loads((tmp_path / "batch" / "result.json").read_text())
+    assert result["settings"]["problem"]["traces"]["probe_data"] == "batch"
+    assert result["traces"]["probes"] <= 6
+    with pytest.raises(SystemExit):
+        main(["baseline", *args, "--trace-probe-data", "half"])
+    assert "--trace-probe-data: invalid choice: 'half'" in capsys.readouterr().err
+
+
 def greedy_on_toy_model(capsys, tmp_path, common, model: str) -> tuple[dict, str]:
     """result.json and stdout of the channel greedy on `tests.toy_models:<model>` with digits."""
     args = ["--model", f"tests.toy_models:{model}", "--dataset", "digits", "--method", "greedy-channel"]

@@ -91,6 +91,36 @@ def test_batch_weighting_is_by_batch_size():
     np.testing.assert_allclose(result.stderr["0"], 0.0, atol=1e-9)
 
 
+def test_one_batch_per_probe_weights_each_batch_by_its_size():
+    # The one-hot setup above (diagonal Hessian, exact probes), one batch per probe: after each full cycle of the
+    # batches the mean is the pooled trace; each probe's value is its batch's trace, scaled by 2 * n_b / 8.
+    model, layers, _ = linear_setup()
+    x = torch.zeros(8, 5)
+    x[:2, 0] = 1.0
+    x[2:, 1] = 2.0
+    batches = [(x[:2], torch.zeros(2, 4)), (x[2:], torch.zeros(6, 4))]
+    for cycles in (1, 3):
+        result = channel_traces(
+            model, layers, batches, loss_fn=half_mse, max_probes=2 * cycles, tol=0.0, probe_data="batch",
+            progress=False,
+        )
+        np.testing.assert_allclose(result.traces["0"], (2 * 1.0 + 6 * 4.0) / 8, rtol=1e-6)
+        assert result.n_probes == 2 * cycles
+        # The two batches' probes differ (0.5 and 6.0), so the spread over probes is not zero.
+        np.testing.assert_allclose(result.stderr["0"], np.std([0.5, 6.0] * cycles, ddof=1) / np.sqrt(2 * cycles))
+
+
+def test_one_batch_per_probe_is_unbiased_for_the_pooled_hessian():
+    model, layers, batches = linear_setup(sizes=(16, 8, 8))
+    x = torch.cat([b[0] for b in batches])
+    exact = np.full(4, float((x**2).mean(dim=0).sum()))
+    result = channel_traces(
+        model, layers, batches, loss_fn=half_mse, max_probes=900, tol=0.0, probe_data="batch", progress=False
+    )
+    assert_within_stderr(result, {"0": exact})
+    np.testing.assert_allclose(result.traces["0"], exact, rtol=0.15)
+
+
 def test_nonlinear_two_layer_matches_autograd_hessian():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
@@ -297,6 +327,8 @@ def test_bad_arguments_raise():
         channel_traces(model, layers, batches, loss_fn=half_mse, max_probes=0, progress=False)
     with pytest.raises(CwhawqError, match=r"reliability must be in \[0, 1\)"):
         channel_traces(model, layers, batches, loss_fn=half_mse, reliability=1.0, progress=False)
+    with pytest.raises(CwhawqError, match=r"unknown probe_data 'half'; use one of \['all', 'batch'\]"):
+        channel_traces(model, layers, batches, loss_fn=half_mse, probe_data="half", progress=False)
 
 
 # --- cache ------------------------------------------------------------------------------------------------------
@@ -427,8 +459,9 @@ def test_a_converging_run_resumes_to_the_same_stop(tmp_path, interrupt_after_pro
     assert same(run_cached(tmp_path, max_probes=200, tol=1e-2), uninterrupted)
 
 
-def test_a_run_stopped_by_the_ranking_rule_resumes_to_the_same_stop(tmp_path, interrupt_after_probe):
-    settings = {"loss_fn": weighted_mse, "max_probes": 400, "tol": 0.5, "reliability": 0.95}
+@pytest.mark.parametrize("probe_data", ["all", "batch"])
+def test_a_run_stopped_by_the_ranking_rule_resumes_to_the_same_stop(tmp_path, interrupt_after_probe, probe_data):
+    settings = {"loss_fn": weighted_mse, "max_probes": 400, "tol": 0.5, "reliability": 0.95, "probe_data": probe_data}
     uninterrupted = run_cached(tmp_path / "reference", **settings)
     assert uninterrupted.converged and hessian.MIN_RANKING_PROBES <= uninterrupted.n_probes < 400
     interrupt_after_probe(10)
@@ -476,6 +509,19 @@ def test_bench_traces_quick_prints_the_ratio(capsys):
     assert "| ratio |" in out and "| digits_cnn |" in out
     assert results["digits_cnn"]["ratio"] > 0
     assert f"{results['digits_cnn']['ratio']:.3f}" in out
+
+
+def test_trace_sampling_study_quick_prints_both_modes(capsys, cache_dir):
+    spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "trace_sampling_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    table = study.main(["--quick", "--cache-dir", str(cache_dir)])
+    assert table in capsys.readouterr().out
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| digits_cnn |")]
+    layers = [row for row in rows if row[1] not in ("mean", "time (s)")]
+    assert [row[1] for row in layers] == ["conv1", "conv2", "fc1", "fc2"]
+    for row in layers:  # two rank correlations in [-1, 1]
+        assert all(-1.0 <= float(value.strip(" |")) <= 1.0 for value in row[3:5])
 
 
 def test_attention_model_traces_are_finite():
