@@ -78,27 +78,28 @@ def test_linear_least_squares_matches_exact_diagonal():
     assert math.isclose(result.model_trace, float(result.traces["0"].sum()), rel_tol=1e-9)
 
 
-def test_batch_weighting_is_by_batch_size():
-    # One batch of 2 and one of 6 samples: the pooled mean weights the second batch 3x, not 1x.
+def one_hot_setup():
+    """One batch of 2 and one of 6 samples of orthogonal one-hot inputs (values 1 and 2): the Hessian is diagonal,
+    so every probe gives the exact value; the pooled channel trace is (2 * 1 + 6 * 4) / 8."""
     model, layers, _ = linear_setup()
     x = torch.zeros(8, 5)
     x[:2, 0] = 1.0
     x[2:, 1] = 2.0
-    batches = [(x[:2], torch.zeros(2, 4)), (x[2:], torch.zeros(6, 4))]
-    # Orthogonal one-hot inputs: the Hessian is diagonal, so every probe gives the exact value.
+    return model, layers, [(x[:2], torch.zeros(2, 4)), (x[2:], torch.zeros(6, 4))]
+
+
+def test_batch_weighting_is_by_batch_size():
+    # The pooled mean weights the second batch 3x, not 1x.
+    model, layers, batches = one_hot_setup()
     result = channel_traces(model, layers, batches, loss_fn=half_mse, max_probes=3, progress=False)
     np.testing.assert_allclose(result.traces["0"], (2 * 1.0 + 6 * 4.0) / 8, rtol=1e-6)
     np.testing.assert_allclose(result.stderr["0"], 0.0, atol=1e-9)
 
 
 def test_one_batch_per_probe_weights_each_batch_by_its_size():
-    # The one-hot setup above (diagonal Hessian, exact probes), one batch per probe: after each full cycle of the
-    # batches the mean is the pooled trace; each probe's value is its batch's trace, scaled by 2 * n_b / 8.
-    model, layers, _ = linear_setup()
-    x = torch.zeros(8, 5)
-    x[:2, 0] = 1.0
-    x[2:, 1] = 2.0
-    batches = [(x[:2], torch.zeros(2, 4)), (x[2:], torch.zeros(6, 4))]
+    # One batch per probe: after each full cycle of the batches the mean is the pooled trace; each probe's value
+    # is its batch's trace, scaled by 2 * n_b / 8.
+    model, layers, batches = one_hot_setup()
     for cycles in (1, 3):
         result = channel_traces(
             model, layers, batches, loss_fn=half_mse, max_probes=2 * cycles, tol=0.0, probe_data="batch",
