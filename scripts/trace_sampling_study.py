@@ -44,12 +44,13 @@ def rank_agreement(estimate: ChannelTraces, reference: ChannelTraces) -> dict[st
 
 def study_model(model_name: str, probes: int, reference_probes: int, reps: int, cache_dir: str | None) -> str:
     """The Markdown rows of one model: per layer the two correlations, then the median times."""
-    trace_settings = TraceSettings(max_probes=probes)  # the problem's own traces: the "all" estimate, cached
+    # Every probe counted (no early stop), so the problem's own (cached) traces are exactly the "all" estimate.
+    trace_settings = TraceSettings(max_probes=probes, tol=0.0, reliability=0.0)
     problem = build_problem(
         ProblemSettings(model=model_name, cache_dir=cache_dir, traces=trace_settings), progress=False
     )
     data = batches(problem.data.train, trace_settings.batch_size, trace_settings.num_batches)
-    common = {"tol": 0.0, "reliability": 0.0, "progress": False}
+    common = {"tol": trace_settings.tol, "reliability": trace_settings.reliability, "progress": False}
     reference = channel_traces(
         problem.model, problem.layers, data, max_probes=reference_probes, seed=REFERENCE_SEED, **common
     )
