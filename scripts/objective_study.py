@@ -1,18 +1,21 @@
-"""Should a search's result be chosen by validation accuracy or by KL divergence? A check that reads no test data.
+"""How should a search's result be chosen on validation: by accuracy, KL divergence or NLL? A check that reads no
+test data.
 
     python scripts/objective_study.py --models digits_cnn lenet5 resnet_mini --seeds 3
 
 Runs a stochastic method as `scripts/benchmark.py` does (same problems, settings, seeds and evaluation counts)
-with the "accuracy" objective, the default when this study was made, and keeps every distinct assignment it
-evaluated (`selection_study.evaluated_assignments`). Each candidate's predictions on the validation split are
-measured once per image. Then, for each of `SPLITS` random halvings of the validation split, each rule chooses a
-candidate on one half and is scored by that candidate's accuracy on the other half:
+with the `--search-objective` objective ("accuracy", the default when this study was first made) and keeps every
+distinct assignment it evaluated (`selection_study.evaluated_assignments`). Each candidate's predictions on the
+validation split are measured once per image. Then, for each of `SPLITS` random halvings of the validation split,
+each rule chooses a candidate on one half and is scored by that candidate's accuracy on the other half:
 - accuracy: the highest accuracy on the half (the first evaluated among ties), what `--objective accuracy` does;
-- kl: the lowest mean KL divergence from the full-precision predictions on the half, what `--objective kl` does.
+- kl: the lowest mean KL divergence from the full-precision predictions on the half, what `--objective kl` does;
+- nll: the lowest mean negative log-likelihood of the true labels on the half (tried, not a library objective:
+  docs/BENCHMARKS.md, change 34).
 The held-out half plays the part of data the choice never saw, so the rule with the higher mean is the better
-default without looking at the test split. The candidates are those of a search rewarded by accuracy; a search
-rewarded by KL explores differently, which this check does not measure. Rows are appended to `--out` as each run
-finishes; an interrupted study resumes.
+default without looking at the test split. The candidates are those of a search rewarded by the search objective;
+a search rewarded by another explores differently, which this check does not measure. Rows are appended to `--out`
+as each run finishes; an interrupted study resumes.
 """
 
 from __future__ import annotations
@@ -31,60 +34,69 @@ from selection_study import evaluated_assignments, runs_by_cell
 from cwhawq.evaluation import log_probs
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.progress import progress_bar
-from cwhawq.settings import ProblemSettings
+from cwhawq.settings import OBJECTIVES, ProblemSettings
 
-#: The objective of the searches whose candidates are studied (see the module docstring).
+#: The default objective of the searches whose candidates are studied (see the module docstring).
 SEARCH_OBJECTIVE = "accuracy"
 #: Random halvings of the validation split per run.
 SPLITS = 200
-RULES = ("accuracy", "kl")
+RULES = ("accuracy", "kl", "nll")
+#: (challenger, incumbent) pairs whose shares of better and worse held-out choices each row records.
+DUELS = (("kl", "accuracy"), ("nll", "kl"))
 
 
-def per_image(problem: QuantProblem, assignments: Sequence[Assignment]) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates x validation images) arrays: whether each candidate classifies each image correctly, and the
-    KL divergence of its prediction from the full-precision model's."""
+def per_image(problem: QuantProblem, assignments: Sequence[Assignment]) -> dict[str, np.ndarray]:
+    """(candidates x validation images) arrays per rule: whether each candidate classifies each image correctly
+    ("accuracy", higher is better), the KL divergence of its prediction from the full-precision model's ("kl") and
+    the negative log-likelihood of the true label ("nll"; both lower is better, not finite = infinite)."""
     reference = problem.fp_val_log_probs
     labels = problem.data.val.y
-    correct, kl = [], []
+    correct, kl, nll = [], [], []
     for assignment in assignments:
         with problem.quantizer.quantized(assignment):
             predicted = log_probs(problem.model, problem.data.val)
         correct.append((predicted.argmax(dim=1) == labels).numpy())
         kl.append((reference.exp() * (reference - predicted)).sum(dim=1).numpy())
-    kl = np.asarray(kl, dtype=np.float64)
-    return np.asarray(correct, dtype=np.float64), np.where(np.isfinite(kl), kl, np.inf)  # NaN would win argmin
+        nll.append(-predicted.gather(1, labels[:, None])[:, 0].numpy())
+    finite = lambda values: np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.inf)  # noqa: E731
+    return {"accuracy": np.asarray(correct, dtype=np.float64), "kl": finite(kl), "nll": finite(nll)}
 
 
-def split_half(correct: np.ndarray, kl: np.ndarray, splits: int = SPLITS, seed: int = 0) -> dict[str, float]:
-    """Mean accuracy on the held-out half of the candidate each rule chooses on the other half, over `splits`
-    random halvings, and the shares of halvings where the kl rule's choice is better or worse there."""
+def split_half(per_rule: dict[str, np.ndarray], splits: int = SPLITS, seed: int = 0) -> dict[str, float]:
+    """Mean accuracy on the held-out half of the candidate each rule in `per_rule` (`per_image`'s arrays) chooses on
+    the other half, over `splits` random halvings, and for each of `DUELS` the shares of halvings where the
+    challenger's choice is better or worse there than the incumbent's."""
     rng = np.random.default_rng(seed)
+    correct = per_rule["accuracy"]
     n_images = correct.shape[1]
-    held_out: dict[str, list[float]] = {rule: [] for rule in RULES}
+    held_out: dict[str, list[float]] = {rule: [] for rule in per_rule}
     for _ in range(splits):
         order = rng.permutation(n_images)
         choose, judge = order[: n_images // 2], order[n_images // 2 :]
-        picks = {
-            "accuracy": int(np.argmax(correct[:, choose].mean(axis=1))),
-            "kl": int(np.argmin(kl[:, choose].mean(axis=1))),
-        }
-        for rule, pick in picks.items():
+        for rule, values in per_rule.items():
+            means = values[:, choose].mean(axis=1)
+            pick = int(np.argmax(means) if rule == "accuracy" else np.argmin(means))
             held_out[rule].append(float(correct[pick, judge].mean()))
-    accuracy, by_kl = np.asarray(held_out["accuracy"]), np.asarray(held_out["kl"])
-    return {
-        **{f"held_out_{rule}": float(np.mean(values)) for rule, values in held_out.items()},
-        "kl_better_share": float(np.mean(by_kl > accuracy)),
-        "kl_worse_share": float(np.mean(by_kl < accuracy)),
-    }
+    result = {f"held_out_{rule}": float(np.mean(values)) for rule, values in held_out.items()}
+    for challenger, incumbent in DUELS:
+        if challenger in held_out and incumbent in held_out:
+            a, b = np.asarray(held_out[challenger]), np.asarray(held_out[incumbent])
+            result[f"{challenger}_better_share"] = float(np.mean(a > b))
+            result[f"{challenger}_worse_share"] = float(np.mean(a < b))
+    return result
 
 
 def study(
     models: Sequence[str], budgets: Sequence[float], methods: Sequence[str], seeds: Sequence[int], episodes: int,
-    out: Path, cache_dir: str | None = None,
+    out: Path, cache_dir: str | None = None, search_objective: str = SEARCH_OBJECTIVE,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per (model, budget, method, seed), appended to `out`; runs already there are kept, not rerun."""
+    """One row per (model, budget, method, seed), appended to `out`; runs already there are kept, not rerun.
+    Rows of a study whose searches used another objective are refused rather than mixed in."""
     config = BenchmarkConfig(episodes=episodes)
     rows = load_rows(out)
+    other = {r.get("search_objective", "accuracy") for r in rows} - {search_objective}
+    if other:
+        raise SystemExit(f"{out} holds a study of searches with objective {sorted(other)}; pass another --out")
     done = {(r["model"], r["budget"], r["method"], r["seed"]) for r in rows}
     jobs = [(m, b, method, s) for m in models for b in budgets for method in methods for s in seeds]
     wanted = set(jobs)
@@ -93,36 +105,45 @@ def study(
         [job for job in jobs if job not in done], desc="objective study", unit="run"
     ):
         if built != (model, budget):
-            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir, objective=SEARCH_OBJECTIVE)
+            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir, objective=search_objective)
             problem, built = build_problem(settings, progress=False), (model, budget)
         candidates = [assignment for assignment, _ in evaluated_assignments(problem, method, seed, config)]
-        correct, kl = per_image(problem, candidates)
         row = {"model": model, "budget": budget, "method": method, "seed": seed, "candidates": len(candidates),
-               **split_half(correct, kl)}  # fmt: skip
+               "search_objective": search_objective, **split_half(per_image(problem, candidates))}  # fmt: skip
         rows.append(row)
         save_rows(out, rows)
     return [row for row in rows if (row["model"], row["budget"], row["method"], row["seed"]) in wanted]
 
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:
-    """Means over seeds per model, budget and method, and over every row."""
+    """Means over seeds per model, budget and method, and over every row; "-" where rows predate a rule."""
     groups = runs_by_cell(rows)
     groups[("all", "", "")] = rows
+    duels = [f"{a} better / worse than {b}" for a, b in DUELS]
     lines = [
         f"Command: `{command}`. Accuracy in % on the held-out half of validation of the candidate each rule chooses",
-        f"on the other half (mean over {SPLITS} halvings and the seeds); kl better / worse = share of halvings where",
-        "choosing by KL gives a higher / lower held-out accuracy than choosing by accuracy. No test data.",
+        f"on the other half (mean over {SPLITS} halvings and the seeds); {' and '.join(duels)} = shares",
+        "of halvings where the first rule's choice has a higher / lower held-out accuracy than the second's. No test",
+        "data.",
         "",
-        "| model | budget | method | seeds | candidates | by accuracy | by kl | kl better | kl worse |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | budget | method | seeds | candidates | by accuracy | by kl | by nll | kl better | kl worse "
+        "| nll better than kl | nll worse than kl |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def mean(group: list[dict[str, Any]], key: str, percent: str) -> str:
+        values = [r[key] for r in group if key in r]
+        return format(100 * statistics.mean(values), percent) if len(values) == len(group) else "-"
+
     for (model, budget, method), group in groups.items():
-        mean = lambda key: statistics.mean(r[key] for r in group)  # noqa: E731
-        lines.append(
-            f"| {model} | {budget} | {method} | {len(group)} | {mean('candidates'):.0f} "
-            f"| {100 * mean('held_out_accuracy'):.2f} | {100 * mean('held_out_kl'):.2f} "
-            f"| {100 * mean('kl_better_share'):.0f}% | {100 * mean('kl_worse_share'):.0f}% |"
+        held_out = " | ".join(mean(group, f"held_out_{rule}", ".2f") for rule in RULES)
+        shares = " | ".join(
+            mean(group, f"{a}_{side}_share", ".0f") + "%" * (all(f"{a}_{side}_share" in r for r in group))
+            for a, _ in DUELS
+            for side in ("better", "worse")
         )
+        candidates = statistics.mean(r["candidates"] for r in group)
+        lines.append(f"| {model} | {budget} | {method} | {len(group)} | {candidates:.0f} | {held_out} | {shares} |")
     return "\n".join(lines)
 
 
@@ -136,9 +157,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--episodes", type=int, default=BenchmarkConfig.episodes, help="evaluations per run")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmark/objective_study.jsonl"), help="raw rows")
     parser.add_argument("--cache-dir", help="cache for built-in models and traces")
+    parser.add_argument(
+        "--search-objective", choices=OBJECTIVES, default=SEARCH_OBJECTIVE, help="what the studied searches maximise"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    rows = study(args.models, args.budgets, args.methods, range(args.seeds), args.episodes, args.out, args.cache_dir)
+    rows = study(
+        args.models, args.budgets, args.methods, range(args.seeds), args.episodes, args.out, args.cache_dir,
+        args.search_objective,
+    )  # fmt: skip
     print(markdown(rows, command_line("objective_study.py", argv)))
     return rows
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -256,26 +257,44 @@ def test_objective_study_quick(cache_dir, tmp_path, capsys):
     assert [row["method"] for row in rows] == ["random", "ddpg-channel"]
     for row in rows:
         assert 1 <= row["candidates"] <= 12
-        assert 0 < row["held_out_accuracy"] <= 1 and 0 < row["held_out_kl"] <= 1
+        assert row["search_objective"] == "accuracy"
+        assert all(0 < row[f"held_out_{rule}"] <= 1 for rule in objective_study.RULES)
         assert row["kl_better_share"] + row["kl_worse_share"] <= 1
+        assert row["nll_better_share"] + row["nll_worse_share"] <= 1
     assert "| all |  |  | 2 |" in capsys.readouterr().out
     assert objective_study.main([*args, "--methods", "random"]) == rows[:1]  # resumed, not rerun
     assert len(out.read_text().splitlines()) == 2
+    with pytest.raises(SystemExit, match="objective \\['accuracy'\\]"):  # not mixed with searches by KL
+        objective_study.main([*args, "--methods", "random", "--search-objective", "kl"])
+
+
+def test_objective_study_table_marks_rules_older_rows_lack():
+    old = {"model": "m", "budget": 2.5, "method": "random", "seed": 0, "candidates": 3, "held_out_accuracy": 0.9,
+           "held_out_kl": 0.95, "kl_better_share": 0.5, "kl_worse_share": 0.1}  # fmt: skip
+    line = next(row for row in objective_study.markdown([old], "cmd").splitlines() if row.startswith("| m |"))
+    assert line == "| m | 2.5 | random | 1 | 3 | 90.00 | 95.00 | - | 50% | 10% | - | - |"
 
 
 def test_objective_study_per_image_matches_the_evaluation(digits_problem):
     assignment = digits_problem.uniform_assignment(3)
-    correct, kl = objective_study.per_image(digits_problem, [assignment])
+    per_rule = objective_study.per_image(digits_problem, [assignment])
     evaluation = digits_problem.validate(assignment, count=False)
-    assert correct.shape == kl.shape == (1, len(digits_problem.data.val.y))
-    assert correct.mean() == pytest.approx(evaluation.accuracy)
-    assert kl.mean() == pytest.approx(evaluation.kl, rel=1e-4, abs=1e-7)
+    assert {values.shape for values in per_rule.values()} == {(1, len(digits_problem.data.val.y))}
+    assert per_rule["accuracy"].mean() == pytest.approx(evaluation.accuracy)
+    assert per_rule["kl"].mean() == pytest.approx(evaluation.kl, rel=1e-4, abs=1e-7)
+    with digits_problem.quantizer.quantized(assignment), torch.no_grad():
+        logits = digits_problem.model(digits_problem.data.val.x)
+    nll = torch.nn.functional.cross_entropy(logits, digits_problem.data.val.y)
+    assert per_rule["nll"].mean() == pytest.approx(float(nll), rel=1e-4)
 
 
 def test_split_half_rules_on_known_candidates():
     correct = np.array([np.ones(100), np.tile([1.0, 0.0], 50), np.ones(100)])
     kl = np.array([np.full(100, 0.5), np.full(100, 0.1), np.full(100, np.inf)])  # the third had NaN predictions
-    result = objective_study.split_half(correct, kl, splits=20)
+    nll = np.array([np.full(100, 0.2), np.full(100, 0.3), np.full(100, np.inf)])
+    result = objective_study.split_half({"accuracy": correct, "kl": kl, "nll": nll}, splits=20)
     assert result["held_out_accuracy"] == 1.0  # the first candidate: most accurate on every half
     assert result["held_out_kl"] < 0.7  # the second: lowest KL, about half right
+    assert result["held_out_nll"] == 1.0  # the first again: lowest NLL
     assert result["kl_worse_share"] == 1.0 and result["kl_better_share"] == 0.0
+    assert result["nll_better_share"] == 1.0 and result["nll_worse_share"] == 0.0
