@@ -1,10 +1,10 @@
 """Warm start: begin the search from a baseline's solution instead of from a random policy.
 
 The start comes from a baseline's assignment: a named one, or by default ("best") every deterministic baseline.
-Each is evaluated as it is (baselines choose channels by perturbation, which can beat trace order) and replayed:
-turned into the environment's actions (its shares per bit-width, channels in trace order) and played as an
-episode, which can score far higher or lower than the baseline itself (ResNet-mini at 2.25 bits: the channel
-greedy's counts score 75.2% validation as the greedy places them, 92.7% in trace order; docs/BENCHMARKS.md).
+Each is evaluated as it is and replayed: turned into the environment's actions (its shares per bit-width, channels
+in the problem's channel order, each layer over at most two neighbouring widths with the level action) and played
+as an episode, which can score far higher or lower than the baseline itself (ResNet-mini at 2.25 bits: the channel
+greedy scores 83.3% validation as it places its bits, 89.1% replayed; docs/BENCHMARKS.md, change 35).
 Every replay goes into the replay buffer, and the best on validation is cloned into the actor by a short
 regression, so that exploration starts around the best start the policy can reproduce. All of these count as
 evaluations of the search, which keeps the best assignment it measures. `known` outcomes (a transferred

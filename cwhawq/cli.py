@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import (
+    CHANNEL_ORDERS,
     DEFAULT_BIT_WIDTHS,
     NOISE_LAYER_LAWS,
     OBJECTIVES,
@@ -67,6 +68,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         default=ProblemSettings.objective,
         help="what makes an assignment better on validation: 'accuracy', or 'kl', the KL divergence of its "
         f"predictions from the full-precision model's (default {ProblemSettings.objective!r})",
+    )
+    group.add_argument(
+        "--channel-order",
+        choices=CHANNEL_ORDERS,
+        default=ProblemSettings.channel_order,
+        help="which channels of a layer a search gives the higher widths: by Hessian 'trace', or by the "
+        f"'perturbation' their quantization adds (default {ProblemSettings.channel_order!r})",
     )
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
@@ -146,6 +154,7 @@ def problem_settings(args: argparse.Namespace) -> ProblemSettings:
             probe_data=args.trace_probe_data,
         ),
         objective=args.objective,
+        channel_order=args.channel_order,
         device=args.device,
     )
 

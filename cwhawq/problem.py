@@ -31,7 +31,7 @@ from cwhawq.layers import LayerInfo, discover_layers, unquantized_weights
 from cwhawq.model_output import logits_only
 from cwhawq.models import BUILTIN_MODELS, default_cache_dir, eager_module, load_model, unknown_model_error
 from cwhawq.quantizer import WeightQuantizer
-from cwhawq.settings import OBJECTIVES, ProblemSettings
+from cwhawq.settings import CHANNEL_ORDERS, OBJECTIVES, ProblemSettings
 
 Assignment = dict[str, np.ndarray]
 
@@ -50,6 +50,7 @@ class QuantProblem:
     quantizer: WeightQuantizer
     fp_val_log_probs: torch.Tensor
     objective: str = ProblemSettings.objective
+    channel_order: str = ProblemSettings.channel_order
     evaluations: int = field(default=0)
     memo: EvaluationMemo | None = field(default=None)
 
@@ -197,6 +198,8 @@ def prepare_problem(
     torch.manual_seed(settings.seed)
     if settings.objective not in OBJECTIVES:
         raise CwhawqError(f"unknown objective {settings.objective!r}; use one of {list(OBJECTIVES)}")
+    if settings.channel_order not in CHANNEL_ORDERS:
+        raise CwhawqError(f"unknown channel order {settings.channel_order!r}; use one of {list(CHANNEL_ORDERS)}")
     bit_widths = validate_bit_widths(settings.bit_widths)
     device = resolve_device(settings.device)
     name = type(model).__name__
@@ -243,5 +246,6 @@ def prepare_problem(
             stacklevel=2,
         )
     return QuantProblem(
-        model, data, layers, traces, budget, bit_widths, fp_val, quantizer, fp_val_log_probs, settings.objective
-    )
+        model, data, layers, traces, budget, bit_widths, fp_val, quantizer, fp_val_log_probs, settings.objective,
+        settings.channel_order,
+    )  # fmt: skip

@@ -1,7 +1,8 @@
 """A picture of a result: every channel's bit-width against its Hessian trace, layer by layer.
 
-The channel-wise method gives the channels of a layer their bits in trace order; this figure shows that order and
-where each layer's cut between bit-widths fell, from `result.json` alone (`cwhawq plot RUN_DIR`).
+The channel-wise method gives the channels of a layer their bits in a sensitivity order built on the Hessian trace
+(the trace alone with `--channel-order trace`, or with the quantization error by default); this figure shows how
+each layer's bit-widths fell against the traces, from `result.json` alone (`cwhawq plot RUN_DIR`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ from cwhawq.errors import CwhawqError
 DEFAULT_BIT_WIDTHS: tuple[int, ...] = (2, 3, 4, 6, 8)
 #: What "better on validation" can mean for a search (`ProblemSettings.objective`, `cwhawq.evaluation.Evaluation`).
 OBJECTIVES = ("accuracy", "kl")
+#: Which channels of a layer get the higher of its widths in a search (`ProblemSettings.channel_order`,
+#: `cwhawq.baselines.perturbation.channel_orders`).
+CHANNEL_ORDERS = ("trace", "perturbation")
 #: How many layers get exploration noise per episode (`AgentSettings.noise_layers_law`).
 NOISE_LAYER_LAWS = ("fixed", "geometric")
 #: What one Hessian probe runs over (`TraceSettings.probe_data`, `cwhawq.hessian.channel_traces`): every trace batch,
@@ -101,8 +104,11 @@ class ProblemSettings:
     by measuring (the agent, its warm start, random search): "kl", the mean KL divergence of the quantized model's
     predictions from the full-precision model's (`cwhawq.evaluation`), or "accuracy". "kl" is the default because
     a choice made by it held up better on validation data the choice never saw (docs/BENCHMARKS.md, change 21).
-    Accuracy is reported either way. `device` is where the model's passes run (`cwhawq.device`); the data stay on
-    the CPU and move a batch at a time.
+    Accuracy is reported either way. `channel_order` ranks the channels of a layer in a search, the first getting
+    the most bits: "trace", by Hessian trace (CW-HAWQ's rule), or "perturbation", by how much the trace-weighted
+    quantization error falls when a channel moves from the lowest width to the next, the default because the
+    channel-wise search scored higher with it (docs/BENCHMARKS.md, change 35). `device` is where the model's passes
+    run (`cwhawq.device`); the data stay on the CPU and move a batch at a time.
     """
 
     model: str = "digits_cnn"
@@ -117,6 +123,7 @@ class ProblemSettings:
     cache_dir: str | None = None
     traces: TraceSettings = field(default_factory=TraceSettings)
     objective: str = "kl"
+    channel_order: str = "perturbation"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -129,6 +136,7 @@ class ProblemSettings:
         values["bit_widths"] = tuple(values.get("bit_widths", DEFAULT_BIT_WIDTHS))
         # a record older than the ranking rule ran without it: rebuild the traces it had
         values["traces"] = TraceSettings(**{"reliability": 0.0, **values.get("traces", {})})
+        values.setdefault("channel_order", "trace")  # a record older than the choice searched in trace order
         return cls(**values)
 
 

@@ -18,8 +18,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from cwhawq.allocation import place_bits, trace_order
+from cwhawq.allocation import place_bits
 from cwhawq.baselines import run_method
+from cwhawq.baselines.perturbation import channel_orders
 from cwhawq.cost import layer_weight_bits
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
@@ -55,8 +56,9 @@ class ChannelBitsEnv(gym.Env):
         problem: the model, traces, budget and evaluator; built from `settings` (default: the digits CNN at 2.5
             average bits) when omitted.
         settings: used only when `problem` is omitted.
-        granularity: "channel" (the action sets how many channels get each bit-width, channels get bits by
-            trace rank) or "layer" (HAQ-style ablation: a scalar action picks one bit-width for the whole layer).
+        granularity: "channel" (the action sets how many channels get each bit-width, channels get bits in the
+            problem's channel order, `cwhawq.baselines.perturbation.channel_orders`) or "layer" (HAQ-style
+            ablation: a scalar action picks one bit-width for the whole layer).
         action: how a channel-granularity action sets the counts: "level" (a scalar fractional position on
             the bit-width ladder, split over two neighbouring widths) or "shares" (one share per bit-width).
         observation: the observation version (`envs.observation`): "v1" describes each layer, "v2" adds the
@@ -106,7 +108,8 @@ class ChannelBitsEnv(gym.Env):
         self._static = static_features(self.layers, self.problem.layers, traces)
         if observation == "v2":
             self._static = np.hstack([self._static, self._hints()])
-        self._orders = [trace_order(traces[layer.name]) for layer in self.layers]
+        orders = channel_orders(self.problem)
+        self._orders = [orders[layer.name] for layer in self.layers]
         full_cost = np.array([layer.params for layer in self.layers], dtype=np.int64)
         self._params_left = np.cumsum(full_cost[::-1])[::-1]
         rest = np.append(self._params_left[1:], 0)
@@ -232,7 +235,7 @@ class ChannelBitsEnv(gym.Env):
         """Actions that reproduce `assignment`'s share of channels at each bit-width, layer by layer.
 
         Shares: ``2 * r / max(r) - 1`` for the shares r, which `action_to_ratios` maps back to r exactly (which
-        channel gets which bits then follows the trace order). Level: the channels' mean position on the
+        channel gets which bits then follows the channel order). Level: the channels' mean position on the
         bit-width ladder, exact when the layer uses at most two neighbouring widths. Layer granularity: the
         centre of the action interval of the layer's most common bit-width.
         """

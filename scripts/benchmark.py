@@ -40,7 +40,7 @@ from cwhawq.cli import add_noise_layer_arguments, add_trace_arguments  # noqa: E
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
-from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings, TraceSettings  # noqa: E402
+from cwhawq.settings import CHANNEL_ORDERS, OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings, TraceSettings  # noqa: E402
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
@@ -57,6 +57,7 @@ class BenchmarkConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     episodes: int = 300
     objective: str = ProblemSettings.objective
+    channel_order: str = ProblemSettings.channel_order
     agent: AgentSettings = field(default_factory=AgentSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
     out: Path = Path("docs/benchmark")
@@ -133,8 +134,9 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
         if (model, budget) not in problems:
             problems.clear()
             settings = ProblemSettings(
-                model=model, budget_bits=budget, cache_dir=cache_dir, objective=config.objective, traces=config.traces
-            )
+                model=model, budget_bits=budget, cache_dir=cache_dir, objective=config.objective,
+                channel_order=config.channel_order, traces=config.traces,
+            )  # fmt: skip
             problems[(model, budget)] = build_problem(settings, progress=False)
         problem = problems[(model, budget)]
         start = time.perf_counter()
@@ -235,7 +237,7 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
         f"Command: `{config.command}` (raw rows: `{config.out / 'results.jsonl'}`).",
         f"Seeds {list(config.seeds)} for stochastic methods; {config.episodes} quantized evaluations each. "
         f"DDPG warm start: {config.agent.warm_start or 'none'} (layer-wise DDPG: ilp-layer); "
-        f"channel action (DDPG and random search): {config.agent.action}.",
+        f"channel action (DDPG and random search): {config.agent.action}; channel order: {config.channel_order}.",
         "Accuracies in %; test = mean ± std over seeds on the held-out test split; val = validation accuracy of the",
         f"assignment chosen by {score}; evals = quantized validation evaluations; time = wall seconds per run",
         "(one torch thread, 2-core machine).",
@@ -354,6 +356,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         choices=OBJECTIVES,
         help="what searches maximise on validation",
     )
+    parser.add_argument(
+        "--channel-order",
+        default=ProblemSettings.channel_order,
+        choices=CHANNEL_ORDERS,
+        help="which channels of a layer DDPG and random search give the higher widths",
+    )
     add_trace_arguments(parser)
     parser.add_argument(
         "--trace-tol",
@@ -369,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         reliability=args.trace_reliability,
         probe_data=args.trace_probe_data,
     )
-    config = BenchmarkConfig(objective=args.objective, traces=traces)
+    config = BenchmarkConfig(objective=args.objective, channel_order=args.channel_order, traces=traces)
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,
         action=args.action,

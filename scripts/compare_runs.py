@@ -19,7 +19,8 @@ from benchmark import load_rows
 def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None = None) -> str:
     """A Markdown table: one line per (model, budget, method) present in every run, with the mean validation and
     test accuracy of each run over the seeds that all runs have for it; then the mean change of each run over the
-    first, per method."""
+    first, per method, and for searches (rows with a best-so-far `curve`) in how many cells their mean best
+    validation score (the objective's, as searched) is higher or lower than the first run's."""
     names = list(runs)
     grouped: dict[str, dict[tuple, dict[int, dict[str, Any]]]] = {}
     for name, rows in runs.items():
@@ -31,6 +32,7 @@ def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None
     header = "| model | budget | method | seeds | " + " | ".join(f"val ({n}) | test ({n})" for n in names) + " |"
     lines = [header, "|---|---|---|---|" + "---:|---:|" * len(names)]
     changes: dict[tuple[str, str], list[float]] = {}
+    score_signs: dict[tuple[str, str], list[float]] = {}
     for key in sorted(keys, key=lambda k: (k[0], k[1], k[2])):
         seeds = sorted(set.intersection(*(set(grouped[name][key]) for name in names)))
         means = {
@@ -40,14 +42,27 @@ def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None
         }  # fmt: skip
         cells = " | ".join(f"{means[name][0]:.2f} | {means[name][1]:.2f}" for name in names)
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(seeds)} | {cells} |")
+        scores = {
+            name: statistics.mean(grouped[name][key][seed]["curve"][-1] for seed in seeds)
+            for name in names
+            if all(grouped[name][key][seed].get("curve") for seed in seeds)
+        }
         for name in names[1:]:
             for part, index in (("val", 0), ("test", 1)):
                 changes.setdefault((name, key[2], part), []).append(means[name][index] - means[names[0]][index])
+            if name in scores and names[0] in scores:
+                score_signs.setdefault((name, key[2]), []).append(scores[name] - scores[names[0]])
     lines.append("")
     for name in names[1:]:
         for method in dict.fromkeys(key[2] for key in keys):
             val, test = (statistics.mean(changes[(name, method, part)]) for part in ("val", "test"))
             lines.append(f"- {name} against {names[0]}, {method}: validation {val:+.2f}, test {test:+.2f} points")
+            signs = score_signs.get((name, method))
+            if signs:
+                higher, lower = sum(d > 0 for d in signs), sum(d < 0 for d in signs)
+                lines.append(
+                    f"  (best validation score higher in {higher}, lower in {lower} of {len(signs)} cells)"
+                )
     return "\n".join(lines)
 
 

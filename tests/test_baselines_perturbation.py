@@ -1,10 +1,14 @@
 """Omega table: HAWQ-V2's average trace times squared quantization error, per channel and width."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cwhawq.baselines.perturbation import layer_perturbation, omega_objective, perturbation_table
+from cwhawq.baselines.perturbation import channel_orders, layer_perturbation, omega_objective, perturbation_table
 from cwhawq.errors import CwhawqError
 from tests.baseline_problems import tiny_problem
 
@@ -87,3 +91,26 @@ def test_digits_table_is_finite_and_non_negative(digits_problem):
         assert np.all(omega[negative] == 0)
         # More bits give a finer grid; on trained weights the error falls from the lowest to the highest width.
         assert np.all(omega[~negative, 0] > omega[~negative, -1])
+
+
+def test_trace_order_ranks_by_trace_and_perturbation_order_by_the_error_the_next_width_saves():
+    problem = tiny_problem(traces={"0": np.array([1.0, 1.0, 1.0]), "2": np.array([-1.0, 1.0])})
+    with torch.no_grad():
+        # One weight pattern at three scales: channel 1 is the widest, so it loses most at 2 bits.
+        problem.model.get_submodule("0").weight.copy_(torch.tensor([[1.0], [4.0], [2.0]]) * torch.randn(1, 4))
+    by_trace = channel_orders(dataclasses.replace(problem, channel_order="trace"))
+    assert [order.tolist() for order in by_trace.values()] == [[0, 1, 2], [1, 0]]
+    by_error = channel_orders(dataclasses.replace(problem, channel_order="perturbation"))
+    assert by_error["0"].tolist() == [1, 2, 0]  # equal traces: by width
+    assert by_error["2"].tolist() == [1, 0]  # a negative trace saves nothing, so it comes last
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), bit_widths=st.sampled_from([(2, 4, 8), (2, 3), (3, 4, 6)]))
+def test_perturbation_order_is_a_permutation_by_falling_gain(seed, bit_widths):
+    problem = dataclasses.replace(tiny_problem(seed=seed, bit_widths=bit_widths), channel_order="perturbation")
+    table = perturbation_table(problem)
+    for name, order in channel_orders(problem).items():
+        assert sorted(order.tolist()) == list(range(len(order)))
+        gain = table[name][:, 0] - table[name][:, 1]
+        assert np.all(np.diff(gain[order]) <= 0), name

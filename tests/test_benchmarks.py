@@ -17,6 +17,7 @@ sys.path.insert(0, str(SCRIPTS))
 import bench_search  # noqa: E402
 import benchmark  # noqa: E402
 import benchmark_transfer  # noqa: E402
+import channel_order_study  # noqa: E402
 import choose_bit_widths  # noqa: E402
 import objective_study  # noqa: E402
 import selection_study  # noqa: E402
@@ -57,7 +58,11 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
 
 def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_path):
     out, rows = quick_benchmark
-    shifted = [{**row, "val_accuracy": row["val_accuracy"] + 0.01} for row in rows if row["seed"] == 0]
+    shifted = [
+        {**row, "val_accuracy": row["val_accuracy"] + 0.01, "curve": [v - 1 for v in row.get("curve", [])]}
+        for row in rows
+        if row["seed"] == 0
+    ]
     benchmark.save_rows(tmp_path / "other" / "results.jsonl", shifted)
     text = compare_runs.main([str(out / "results.jsonl"), str(tmp_path / "other" / "results.jsonl")])
     agent = next(row for row in rows if row["method"] == "ddpg-channel" and row["seed"] == 0)
@@ -66,6 +71,7 @@ def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_pa
     assert line == f"| digits_cnn | 2.5 | ddpg-channel | 1 | {val:.2f} | {100 * agent['test_accuracy']:.2f} | " \
         f"{val + 1:.2f} | {100 * agent['test_accuracy']:.2f} |"  # seed 1 is left out: the second run lacks it
     assert "other/results against " in text and "ddpg-channel: validation +1.00, test +0.00 points" in text
+    assert "(best validation score higher in 0, lower in 1 of 1 cells)" in text  # each curve moved down by 1
 
 
 def test_target_summary_of_the_quick_benchmark(quick_benchmark):
@@ -298,3 +304,13 @@ def test_split_half_rules_on_known_candidates():
     assert result["held_out_nll"] == 1.0  # the first again: lowest NLL
     assert result["kl_worse_share"] == 1.0 and result["kl_better_share"] == 0.0
     assert result["nll_better_share"] == 1.0 and result["nll_worse_share"] == 0.0
+
+
+def test_channel_order_study_quick(cache_dir, capsys):
+    rows = channel_order_study.main(["--quick", "--cache-dir", str(cache_dir)])
+    assert [(row["model"], row["budget"], row["method"]) for row in rows] == [("digits_cnn", 2.5, "greedy-channel")]
+    for placement in ("as_is", "trace", "perturbation"):
+        accuracy, kl = rows[0][placement]
+        assert 0.5 < accuracy <= 1 and 0 <= kl < 1, placement
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits_cnn |"))
+    assert line.count("|") == 7 and f"{100 * rows[0]['perturbation'][0]:.1f} ({rows[0]['perturbation'][1]:.4f})" in line

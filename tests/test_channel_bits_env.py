@@ -1,5 +1,7 @@
 """The Gymnasium environment: API checks, budget at every step, determinism, terminal info."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from cwhawq.baselines import run_method
+from cwhawq.baselines.perturbation import perturbation_table
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import build_problem
 from envs.channel_bits_env import ChannelBitsEnv
@@ -89,12 +92,35 @@ def test_pinned_layers_keep_their_bits_and_the_budget_holds(pinned_env, levels):
 
 
 def test_channels_get_bits_in_trace_order(env):
+    problem = dataclasses.replace(env.problem, channel_order="trace")
+    env = ChannelBitsEnv(problem, action=env.action, observation=env.observation)
     _, info = run_episode(env, [np.zeros(env.action_space.shape, dtype=np.float32)] * env.n_steps)
     for layer in env.layers:
         traces = env.problem.traces.traces[layer.name]
         bits = info["assignment"][layer.name]
         order = np.argsort(-traces, kind="stable")
         assert np.all(np.diff(bits[order]) <= 0), layer.name
+
+
+def test_perturbation_channel_order_places_the_same_counts_by_the_error_saved(digits_problem):
+    problem = dataclasses.replace(digits_problem, channel_order="perturbation")
+    actions = [np.full(1, 0.2, dtype=np.float32)] * len(problem.searchable)
+    _, by_trace = run_episode(ChannelBitsEnv(dataclasses.replace(problem, channel_order="trace")), actions)
+    _, by_error = run_episode(ChannelBitsEnv(problem), actions)
+    table = perturbation_table(problem)
+    moved = 0
+    for layer in problem.searchable:
+        bits = by_error["assignment"][layer.name]
+        assert np.array_equal(np.sort(bits), np.sort(by_trace["assignment"][layer.name])), layer.name
+        order = np.argsort(table[layer.name][:, 1] - table[layer.name][:, 0], kind="stable")
+        assert np.all(np.diff(bits[order]) <= 0), layer.name
+        moved += int(np.sum(bits != by_trace["assignment"][layer.name]))
+    assert moved > 0  # on trained weights the two orders differ
+
+
+def test_unknown_channel_order_is_refused(cache_dir):
+    with pytest.raises(CwhawqError, match="unknown channel order 'random'"):
+        build_problem(small_settings(cache_dir, channel_order="random"), progress=False)
 
 
 def test_seeded_episodes_are_identical(env):

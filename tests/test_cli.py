@@ -57,7 +57,7 @@ def test_search_end_to_end(capsys, tmp_path, common):
 def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):
     out = tmp_path / "out"
     args = ["--pin", "conv1=8", "--budget-mb", "0.012", "--episodes", "4", "--warmup-episodes", "2"]
-    args += ["--observation", "v2"]  # the hints come from baselines that also keep the pin
+    args += ["--observation", "v2", "--channel-order", "perturbation"]  # the hints and orders keep the pin too
     status, _, err = run_cli(capsys, "search", *common, *args, "--out", str(out), "--quiet")
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
@@ -65,6 +65,7 @@ def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):
     assert conv1["pinned"] and set(conv1["bits"]) == {8}
     assert result["totals"]["weight_bytes"] <= 12_000
     assert result["settings"]["agent"]["observation"] == "v2"
+    assert result["settings"]["problem"]["channel_order"] == "perturbation"
 
 
 def test_search_without_self_imitation(capsys, tmp_path, common):

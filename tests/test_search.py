@@ -97,6 +97,16 @@ def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem
     assert SearchRun(dataclasses.replace(digits_problem, objective="accuracy"), old).run()["search"]["episodes"] == 12
 
 
+def test_resuming_a_search_saved_before_channel_orders_keeps_the_trace_order(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    SearchRun(digits_problem, settings_for(out, episodes=8)).run()
+    state = json.loads((out / "state.json").read_text())
+    del state["settings"]["problem"]["channel_order"]  # as saved before the setting existed
+    (out / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CwhawqError, match=r"other settings \(problem.channel_order\)"):
+        SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
+
+
 def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(digits_problem, tmp_path):
     out = tmp_path / "run"
     SearchRun(digits_problem, settings_for(out, episodes=12)).run()

@@ -46,3 +46,11 @@ def test_settings_recorded_before_the_ranking_rule_rebuild_the_traces_they_had()
     recorded = asdict(ProblemSettings())
     del recorded["traces"]["reliability"]
     assert ProblemSettings.from_dict(recorded).traces.reliability == 0.0
+
+
+def test_settings_recorded_before_channel_orders_searched_in_trace_order():
+    recorded = asdict(ProblemSettings())
+    assert recorded["channel_order"] == "perturbation"
+    assert ProblemSettings.from_dict(recorded).channel_order == "perturbation"
+    del recorded["channel_order"]
+    assert ProblemSettings.from_dict(recorded).channel_order == "trace"

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from cwhawq.allocation import trace_order
 from cwhawq.errors import CwhawqError
 from cwhawq.layers import layer_weight
 from cwhawq.problem import QuantProblem
@@ -36,6 +37,19 @@ def perturbation_table(problem: QuantProblem) -> dict[str, np.ndarray]:
         sensitivity = np.maximum(np.asarray(trace, dtype=np.float64), 0.0) / layer.params_per_channel
         table[layer.name] = sensitivity[:, None] * errors
     return table
+
+
+def channel_orders(problem: QuantProblem) -> dict[str, np.ndarray]:
+    """Each searchable layer's channels in the order they get the higher widths under `problem.channel_order`.
+
+    "trace": by descending Hessian trace. "perturbation": by descending fall of Omega when the channel moves from
+    the lowest candidate width to the next, i.e. Hessian trace times the squared quantization error that the extra
+    bit saves; the trace alone ignores how wide a channel's weights are, and so how much error a width leaves in it
+    (docs/BENCHMARKS.md, change 35). Equal keys keep index order; a layer with one candidate width uses the traces.
+    """
+    if problem.channel_order == "trace" or len(problem.bit_widths) < 2:
+        return {layer.name: trace_order(problem.traces.traces[layer.name]) for layer in problem.searchable}
+    return {name: trace_order(omega[:, 0] - omega[:, 1]) for name, omega in perturbation_table(problem).items()}
 
 
 def layer_perturbation(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
