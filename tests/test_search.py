@@ -84,12 +84,18 @@ def test_a_search_resumes_on_another_device(digits_problem, tmp_path):
     assert result["search"]["episodes"] == 14 and result["settings"]["problem"]["device"] == "cpu:0"
 
 
+def search_saved_without(problem, out, part: str, setting: str, episodes: int = 8) -> None:
+    """Run a search into `out`, then drop `part.setting` from its saved state, as a search saved before that
+    setting existed would have it."""
+    SearchRun(problem, settings_for(out, episodes=episodes)).run()
+    state = json.loads((out / "state.json").read_text())
+    del state["settings"][part][setting]
+    (out / "state.json").write_text(json.dumps(state))
+
+
 def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem, tmp_path):
     out = tmp_path / "run"
-    SearchRun(digits_problem, settings_for(out, episodes=8)).run()
-    state = json.loads((out / "state.json").read_text())
-    del state["settings"]["problem"]["objective"]  # as saved before objectives existed, when every search used accuracy
-    (out / "state.json").write_text(json.dumps(state))
+    search_saved_without(digits_problem, out, "problem", "objective")  # every search then used accuracy
     with pytest.raises(CwhawqError, match=r"other settings \(problem.objective\)"):
         SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
     old = settings_for(out, episodes=12, resume=True)
@@ -99,20 +105,14 @@ def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem
 
 def test_resuming_a_search_saved_before_channel_orders_keeps_the_trace_order(digits_problem, tmp_path):
     out = tmp_path / "run"
-    SearchRun(digits_problem, settings_for(out, episodes=8)).run()
-    state = json.loads((out / "state.json").read_text())
-    del state["settings"]["problem"]["channel_order"]  # as saved before the setting existed
-    (out / "state.json").write_text(json.dumps(state))
+    search_saved_without(digits_problem, out, "problem", "channel_order")  # every search then ranked by trace
     with pytest.raises(CwhawqError, match=r"other settings \(problem.channel_order\)"):
         SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
 
 
 def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(digits_problem, tmp_path):
     out = tmp_path / "run"
-    SearchRun(digits_problem, settings_for(out, episodes=12)).run()
-    state = json.loads((out / "state.json").read_text())
-    del state["settings"]["agent"]["noise_layers"]  # as saved before the setting existed
-    (out / "state.json").write_text(json.dumps(state))
+    search_saved_without(digits_problem, out, "agent", "noise_layers", episodes=12)
     env = ChannelBitsEnv(digits_problem)
     model, metadata = load_bundle(out / "policy.zip", env)
     for name in ("layers", "steps_per_episode", "_step", "_noisy_steps"):  # the noise as pickled then
