@@ -131,16 +131,16 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def mean(group: list[dict[str, Any]], key: str, percent: str) -> str:
-        values = [r[key] for r in group if key in r]
-        return format(100 * statistics.mean(values), percent) if len(values) == len(group) else "-"
+    def percent(group: list[dict[str, Any]], key: str, template: str) -> str:
+        """100 x the mean of `key` over `group` in `template`; "-" if a row predates it."""
+        if not all(key in r for r in group):
+            return "-"
+        return template.format(100 * statistics.mean(r[key] for r in group))
 
     for (model, budget, method), group in groups.items():
-        held_out = " | ".join(mean(group, f"held_out_{rule}", ".2f") for rule in RULES)
+        held_out = " | ".join(percent(group, f"held_out_{rule}", "{:.2f}") for rule in RULES)
         shares = " | ".join(
-            mean(group, f"{a}_{side}_share", ".0f") + "%" * (all(f"{a}_{side}_share" in r for r in group))
-            for a, _ in DUELS
-            for side in ("better", "worse")
+            percent(group, f"{a}_{side}_share", "{:.0f}%") for a, _ in DUELS for side in ("better", "worse")
         )
         candidates = statistics.mean(r["candidates"] for r in group)
         lines.append(f"| {model} | {budget} | {method} | {len(group)} | {candidates:.0f} | {held_out} | {shares} |")
