@@ -40,7 +40,14 @@ from cwhawq.cli import add_noise_layer_arguments, add_trace_arguments  # noqa: E
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
-from cwhawq.settings import CHANNEL_ORDERS, OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings, TraceSettings  # noqa: E402
+from cwhawq.settings import (  # noqa: E402
+    CHANNEL_ORDERS,
+    OBJECTIVES,
+    AgentSettings,
+    ProblemSettings,
+    SearchSettings,
+    TraceSettings,
+)
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 

@@ -32,7 +32,7 @@ def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None
     header = "| model | budget | method | seeds | " + " | ".join(f"val ({n}) | test ({n})" for n in names) + " |"
     lines = [header, "|---|---|---|---|" + "---:|---:|" * len(names)]
     changes: dict[tuple[str, str], list[float]] = {}
-    score_signs: dict[tuple[str, str], list[float]] = {}
+    score_changes: dict[tuple[str, str], list[float]] = {}
     for key in sorted(keys, key=lambda k: (k[0], k[1], k[2])):
         seeds = sorted(set.intersection(*(set(grouped[name][key]) for name in names)))
         means = {
@@ -51,17 +51,17 @@ def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None
             for part, index in (("val", 0), ("test", 1)):
                 changes.setdefault((name, key[2], part), []).append(means[name][index] - means[names[0]][index])
             if name in scores and names[0] in scores:
-                score_signs.setdefault((name, key[2]), []).append(scores[name] - scores[names[0]])
+                score_changes.setdefault((name, key[2]), []).append(scores[name] - scores[names[0]])
     lines.append("")
     for name in names[1:]:
         for method in dict.fromkeys(key[2] for key in keys):
             val, test = (statistics.mean(changes[(name, method, part)]) for part in ("val", "test"))
             lines.append(f"- {name} against {names[0]}, {method}: validation {val:+.2f}, test {test:+.2f} points")
-            signs = score_signs.get((name, method))
-            if signs:
-                higher, lower = sum(d > 0 for d in signs), sum(d < 0 for d in signs)
+            score_change = score_changes.get((name, method))
+            if score_change:
+                higher, lower = sum(d > 0 for d in score_change), sum(d < 0 for d in score_change)
                 lines.append(
-                    f"  (best validation score higher in {higher}, lower in {lower} of {len(signs)} cells)"
+                    f"  (best validation score higher in {higher}, lower in {lower} of {len(score_change)} cells)"
                 )
     return "\n".join(lines)
 
