@@ -51,11 +51,13 @@ COARSE_DIR = "coarse"
 COARSE_WARM_START = "ilp-layer"
 #: Settings whose value, in a state saved before the setting was recorded, differs from today's default: a
 #: search saved before "objective" existed chose by accuracy, not by today's "kl", one saved before
-#: "noise_layers" existed put noise on every layer, and one saved before "channel_order" ranked by trace.
+#: "noise_layers" existed put noise on every layer, one saved before "channel_order" ranked by trace, and one saved
+#: before "kl_train_samples" measured the KL divergence on validation alone.
 SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
     ("problem", "objective"): "accuracy",
     ("agent", "noise_layers"): 0,
     ("problem", "channel_order"): "trace",
+    ("problem", "kl_train_samples"): 0,
 }
 #: Settings that may change when a search is resumed: where it runs, not what it searches.
 SETTINGS_FREE_ON_RESUME: frozenset[tuple[str, str]] = frozenset({("problem", "device")})

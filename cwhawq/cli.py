@@ -76,6 +76,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         help="which channels of a layer a search gives the higher widths: by Hessian 'trace', or by the "
         f"'perturbation' their quantization adds (default {ProblemSettings.channel_order!r})",
     )
+    group.add_argument(
+        "--kl-train-samples",
+        type=int,
+        default=ProblemSettings.kl_train_samples,
+        help="training inputs (labels unused) that join the validation inputs for the 'kl' objective; 0: validation "
+        f"alone (default {ProblemSettings.kl_train_samples})",
+    )
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
     add_trace_arguments(group)
@@ -155,6 +162,7 @@ def problem_settings(args: argparse.Namespace) -> ProblemSettings:
         ),
         objective=args.objective,
         channel_order=args.channel_order,
+        kl_train_samples=args.kl_train_samples,
         device=args.device,
     )
 

@@ -4,7 +4,8 @@ The drift is the mean KL divergence KL(reference || model) of the predicted clas
 full-precision model's as the reference. It is what the "kl" search objective minimises: on a small validation
 split, accuracy moves in steps of one image and saturates near the full-precision model's, so the best of a few
 hundred candidates by accuracy is mostly the luckiest one; the KL divergence measures every image's prediction and
-ranks candidates with far less noise (docs/BENCHMARKS.md, change 20).
+ranks candidates with far less noise (docs/BENCHMARKS.md, change 20). It needs no labels, so it can also be measured
+on extra inputs (a search adds training inputs: `ProblemSettings.kl_train_samples`, change 36).
 """
 
 from __future__ import annotations
@@ -58,21 +59,36 @@ def log_probs(model: nn.Module, split: Split, batch_size: int = 2048) -> torch.T
 
 
 def evaluate(
-    model: nn.Module, split: Split, reference: torch.Tensor | None = None, batch_size: int = 2048
+    model: nn.Module,
+    split: Split,
+    reference: torch.Tensor | None = None,
+    batch_size: int = 2048,
+    extra: Split | None = None,
+    extra_reference: torch.Tensor | None = None,
 ) -> Evaluation:
     """Accuracy on `split` and, given the `reference` log probabilities of its samples (`log_probs`), the mean
-    KL(reference || model); predictions that are not finite count as infinitely far."""
+    KL(reference || model); predictions that are not finite count as infinitely far. With `extra` samples (their labels
+    unused) and their `extra_reference`, the mean KL divergence is taken over the split's samples and those together."""
     if len(split.y) == 0:
         return Evaluation(0.0)
-    correct, kl = 0, 0.0
+    correct, kl, count = 0, 0.0, len(split.y)
     with _inference(model) as device:
         for start in range(0, len(split.y), batch_size):
             logits = model(split.x[start : start + batch_size].to(device)).float()
             correct += int((logits.argmax(dim=1) == split.y[start : start + batch_size].to(device)).sum())
             if reference is not None:
-                ref = reference[start : start + batch_size].to(device)
-                kl += float(nn.functional.kl_div(torch.log_softmax(logits, 1), ref, reduction="sum", log_target=True))
-    return Evaluation(correct / len(split.y), kl / len(split.y) if math.isfinite(kl) else math.inf)
+                kl += _kl_sum(logits, reference[start : start + batch_size].to(device))
+        if reference is not None and extra is not None and extra_reference is not None:
+            count += len(extra)
+            for start in range(0, len(extra), batch_size):
+                logits = model(extra.x[start : start + batch_size].to(device)).float()
+                kl += _kl_sum(logits, extra_reference[start : start + batch_size].to(device))
+    return Evaluation(correct / len(split.y), kl / count if math.isfinite(kl) else math.inf)
+
+
+def _kl_sum(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    """Summed KL(reference || softmax(logits)) over a batch, `reference` as log probabilities."""
+    return float(nn.functional.kl_div(torch.log_softmax(logits, 1), reference, reduction="sum", log_target=True))
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int = 2048) -> float:

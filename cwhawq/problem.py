@@ -21,7 +21,7 @@ from cwhawq.allocation import validate_bit_widths
 from cwhawq.bn_fold import bake_parametrized_weights, fold_batchnorm
 from cwhawq.cache import hash_tensor
 from cwhawq.cost import Budget, assignment_bits, average_bits
-from cwhawq.data import DataSplits, batches, load_dataset
+from cwhawq.data import DataSplits, Split, batches, load_dataset
 from cwhawq.device import resolve_device
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import Evaluation, accuracy, evaluate, log_probs
@@ -51,6 +51,8 @@ class QuantProblem:
     fp_val_log_probs: torch.Tensor
     objective: str = ProblemSettings.objective
     channel_order: str = ProblemSettings.channel_order
+    kl_extra: Split | None = None
+    fp_kl_extra_log_probs: torch.Tensor | None = None
     evaluations: int = field(default=0)
     memo: EvaluationMemo | None = field(default=None)
 
@@ -99,8 +101,8 @@ class QuantProblem:
             raise CwhawqError("assignment exceeds the size budget")
 
     def validate(self, assignment: Mapping[str, np.ndarray], count: bool = True) -> Evaluation:
-        """Accuracy and KL divergence from the full-precision predictions of the model quantized by `assignment`,
-        on validation.
+        """Accuracy on validation and KL divergence from the full-precision predictions (on validation and the
+        `kl_extra` training inputs) of the model quantized by `assignment`.
 
         Evaluations made by a search are counted (`count=True`), so methods can be compared at an equal number of
         quantized evaluations; reporting passes `count=False`.
@@ -112,7 +114,10 @@ class QuantProblem:
             if known is not None:
                 return known
         with self.quantizer.quantized(assignment):
-            measured = evaluate(self.model, self.data.val, self.fp_val_log_probs)
+            measured = evaluate(
+                self.model, self.data.val, self.fp_val_log_probs, extra=self.kl_extra,
+                extra_reference=self.fp_kl_extra_log_probs,
+            )  # fmt: skip
         if self.memo is not None:
             self.memo.add(assignment, measured)
         return measured
@@ -144,9 +149,12 @@ class QuantProblem:
             self.memo = previous
 
     def fingerprint(self) -> str:
-        """A digest of what decides an assignment's validation accuracy: the weights and the validation data."""
+        """A digest of what decides an assignment's validation evaluation: the weights, the validation data and the
+        training inputs its KL divergence is also measured on."""
         digest = hashlib.sha256()
         named = [*self.model.state_dict().items(), ("val.x", self.data.val.x), ("val.y", self.data.val.y)]
+        if self.kl_extra is not None:
+            named.append(("kl_extra.x", self.kl_extra.x))
         for name, tensor in named:
             digest.update(name.encode())
             hash_tensor(digest, tensor)
@@ -237,6 +245,10 @@ def prepare_problem(
             raise CwhawqError(f"Hessian traces of layer {name!r} are not finite; check the model and data for NaNs")
     quantizer = WeightQuantizer(model, layers)
     fp_val_log_probs = log_probs(model, data.val)
+    # Measured whatever the objective, so that a recorded KL divergence means one thing.
+    kl_extra = None
+    if settings.kl_train_samples:
+        kl_extra = Split(data.train.x[: settings.kl_train_samples], data.train.y[: settings.kl_train_samples])
     fp_val = accuracy(model, data.val)
     if fp_val <= 1.5 / data.num_classes:
         # Still searchable (smoke tests use random weights), but the weights are most likely not the trained ones.
@@ -247,5 +259,5 @@ def prepare_problem(
         )
     return QuantProblem(
         model, data, layers, traces, budget, bit_widths, fp_val, quantizer, fp_val_log_probs, settings.objective,
-        settings.channel_order,
+        settings.channel_order, kl_extra, log_probs(model, kl_extra) if kl_extra is not None else None,
     )  # fmt: skip

@@ -111,6 +111,7 @@ def build_result(
             "quantized_test": problem.evaluate(assignment, split="test", count=False),
             "val_samples": len(data.val.y),
             "test_samples": len(data.test.y),
+            "kl_train_samples": len(problem.kl_extra) if problem.kl_extra is not None else 0,
         },
         "traces": {
             "model_trace": float(traces.model_trace),

@@ -124,10 +124,17 @@ class ProblemSettings:
     traces: TraceSettings = field(default_factory=TraceSettings)
     objective: str = "kl"
     channel_order: str = "perturbation"
+    kl_train_samples: int = 1000
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        samples = self.kl_train_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise CwhawqError(
+                f"kl_train_samples must be a whole number of training inputs, 0 or more, not {samples!r}; pass e.g. "
+                "--kl-train-samples 1000"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProblemSettings:
@@ -137,6 +144,7 @@ class ProblemSettings:
         # a record older than the ranking rule ran without it: rebuild the traces it had
         values["traces"] = TraceSettings(**{"reliability": 0.0, **values.get("traces", {})})
         values.setdefault("channel_order", "trace")  # a record older than the choice searched in trace order
+        values.setdefault("kl_train_samples", 0)  # and one older than this measured the KL on validation alone
         return cls(**values)
 
 

@@ -65,6 +65,7 @@ class BenchmarkConfig:
     episodes: int = 300
     objective: str = ProblemSettings.objective
     channel_order: str = ProblemSettings.channel_order
+    kl_train_samples: int = ProblemSettings.kl_train_samples
     agent: AgentSettings = field(default_factory=AgentSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
     out: Path = Path("docs/benchmark")
@@ -142,7 +143,7 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
             problems.clear()
             settings = ProblemSettings(
                 model=model, budget_bits=budget, cache_dir=cache_dir, objective=config.objective,
-                channel_order=config.channel_order, traces=config.traces,
+                channel_order=config.channel_order, kl_train_samples=config.kl_train_samples, traces=config.traces,
             )  # fmt: skip
             problems[(model, budget)] = build_problem(settings, progress=False)
         problem = problems[(model, budget)]
@@ -161,6 +162,8 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
             "avg_bits": result["totals"]["avg_bits"],
             "within_budget": result["totals"]["weight_bits"] <= problem.budget.total_bits,
             "wall_s": wall,
+            "objective": problem.objective,
+            "kl_train_samples": result["accuracy"]["kl_train_samples"],
             **facts,
         }
         with raw.open("a") as handle:
@@ -239,7 +242,11 @@ def plot(rows: list[dict[str, Any]], summary: dict, out: Path, objective: str) -
 def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[Path]) -> str:
     """The Markdown section: command, table per model, speed of DDPG vs random to random's best, plots."""
     summary = summarise(rows)
-    score = "validation accuracy" if config.objective == "accuracy" else "validation score (minus the KL divergence)"
+    score = (
+        "validation accuracy"
+        if config.objective == "accuracy"
+        else f"validation score (minus the KL divergence on validation and {config.kl_train_samples} training inputs)"
+    )
     lines = [
         f"Command: `{config.command}` (raw rows: `{config.out / 'results.jsonl'}`).",
         f"Seeds {list(config.seeds)} for stochastic methods; {config.episodes} quantized evaluations each. "
@@ -369,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         choices=CHANNEL_ORDERS,
         help="which channels of a layer DDPG and random search give the higher widths",
     )
+    parser.add_argument(
+        "--kl-train-samples",
+        type=int,
+        default=ProblemSettings.kl_train_samples,
+        help="training inputs that join the validation inputs for the 'kl' objective (0: validation alone)",
+    )
     add_trace_arguments(parser)
     parser.add_argument(
         "--trace-tol",
@@ -384,7 +397,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         reliability=args.trace_reliability,
         probe_data=args.trace_probe_data,
     )
-    config = BenchmarkConfig(objective=args.objective, channel_order=args.channel_order, traces=traces)
+    config = BenchmarkConfig(
+        objective=args.objective, channel_order=args.channel_order, kl_train_samples=args.kl_train_samples,
+        traces=traces,
+    )  # fmt: skip
     config.agent = AgentSettings(
         warm_start=None if args.warm_start == "none" else args.warm_start,
         action=args.action,

@@ -16,11 +16,18 @@ from typing import Any
 from benchmark import load_rows
 
 
+def score_measure(row: dict[str, Any]) -> tuple[str | None, int]:
+    """What a row's best-so-far scores were measured by: its objective (None in rows older than its recording) and
+    the training inputs added to validation (0 before `ProblemSettings.kl_train_samples` existed)."""
+    return row.get("objective"), row.get("kl_train_samples", 0)
+
+
 def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None = None) -> str:
     """A Markdown table: one line per (model, budget, method) present in every run, with the mean validation and
     test accuracy of each run over the seeds that all runs have for it; then the mean change of each run over the
     first, per method, and for searches (rows with a best-so-far `curve`) in how many cells their mean best
-    validation score (the objective's, as searched) is higher or lower than the first run's."""
+    validation score (the objective's, as searched) is higher or lower than the first run's; scores measured by
+    another objective or on other inputs (`score_measure`) are not compared."""
     names = list(runs)
     grouped: dict[str, dict[tuple, dict[int, dict[str, Any]]]] = {}
     for name, rows in runs.items():
@@ -46,6 +53,8 @@ def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None
             name: statistics.mean(grouped[name][key][seed]["curve"][-1] for seed in seeds)
             for name in names
             if all(grouped[name][key][seed].get("curve") for seed in seeds)
+            and {score_measure(grouped[name][key][seed]) for seed in seeds}
+            == {score_measure(grouped[names[0]][key][seed]) for seed in seeds}
         }
         for name in names[1:]:
             for part, index in (("val", 0), ("test", 1)):

@@ -11,7 +11,10 @@ each rule chooses a candidate on one half and is scored by that candidate's accu
 - accuracy: the highest accuracy on the half (the first evaluated among ties), what `--objective accuracy` does;
 - kl: the lowest mean KL divergence from the full-precision predictions on the half, what `--objective kl` does;
 - nll: the lowest mean negative log-likelihood of the true labels on the half (tried, not a library objective:
-  docs/BENCHMARKS.md, change 34).
+  docs/BENCHMARKS.md, change 34);
+- kl+train: the lowest mean KL divergence on the half and the first `--kl-train-samples` training inputs together,
+  what `--objective kl` does with `ProblemSettings.kl_train_samples` (change 36). The studied searches measure their
+  KL divergence on validation alone, so every rule chooses among the same candidates.
 The held-out half plays the part of data the choice never saw, so the rule with the higher mean is the better
 default without looking at the test split. The candidates are those of a search rewarded by the search objective;
 a search rewarded by another explores differently, which this check does not measure. Rows are appended to `--out`
@@ -31,6 +34,7 @@ import torch
 from benchmark import STOCHASTIC_METHODS, BenchmarkConfig, command_line, load_rows, save_rows
 from selection_study import evaluated_assignments, runs_by_cell
 
+from cwhawq.data import Split
 from cwhawq.evaluation import log_probs
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.progress import progress_bar
@@ -40,9 +44,9 @@ from cwhawq.settings import OBJECTIVES, ProblemSettings
 SEARCH_OBJECTIVE = "accuracy"
 #: Random halvings of the validation split per run.
 SPLITS = 200
-RULES = ("accuracy", "kl", "nll")
+RULES = ("accuracy", "kl", "nll", "kl+train")
 #: (challenger, incumbent) pairs whose shares of better and worse held-out choices each row records.
-DUELS = (("kl", "accuracy"), ("nll", "kl"))
+DUELS = (("kl", "accuracy"), ("nll", "kl"), ("kl+train", "kl"))
 
 
 def per_image(problem: QuantProblem, assignments: Sequence[Assignment]) -> dict[str, np.ndarray]:
@@ -62,19 +66,41 @@ def per_image(problem: QuantProblem, assignments: Sequence[Assignment]) -> dict[
     return {"accuracy": np.asarray(correct, dtype=np.float64), "kl": finite(kl), "nll": finite(nll)}
 
 
-def split_half(per_rule: dict[str, np.ndarray], splits: int = SPLITS, seed: int = 0) -> dict[str, float]:
+def train_kl(problem: QuantProblem, assignments: Sequence[Assignment], samples: int) -> np.ndarray:
+    """Per candidate, the summed KL divergence of its predictions from the full-precision model's on the first
+    `samples` training inputs (not finite = infinite)."""
+    train = problem.data.train
+    inputs = Split(train.x[:samples], train.y[:samples])
+    reference = log_probs(problem.model, inputs)
+    sums = []
+    for assignment in assignments:
+        with problem.quantizer.quantized(assignment):
+            predicted = log_probs(problem.model, inputs)
+        sums.append(float((reference.exp() * (reference - predicted)).sum()))
+    return np.nan_to_num(np.asarray(sums, dtype=np.float64), nan=np.inf)
+
+
+def split_half(
+    per_rule: dict[str, np.ndarray], train_sums: np.ndarray | None = None, train_count: int = 0,
+    splits: int = SPLITS, seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
     """Mean accuracy on the held-out half of the candidate each rule in `per_rule` (`per_image`'s arrays) chooses on
     the other half, over `splits` random halvings, and for each of `DUELS` the shares of halvings where the
-    challenger's choice is better or worse there than the incumbent's."""
+    challenger's choice is better or worse there than the incumbent's. Given `train_sums` (`train_kl` over
+    `train_count` inputs), the "kl+train" rule chooses by the mean KL divergence on the half and those inputs."""
     rng = np.random.default_rng(seed)
     correct = per_rule["accuracy"]
     n_images = correct.shape[1]
-    held_out: dict[str, list[float]] = {rule: [] for rule in per_rule}
+    rules = [*per_rule, *(["kl+train"] if train_sums is not None else [])]
+    held_out: dict[str, list[float]] = {rule: [] for rule in rules}
     for _ in range(splits):
         order = rng.permutation(n_images)
         choose, judge = order[: n_images // 2], order[n_images // 2 :]
-        for rule, values in per_rule.items():
-            means = values[:, choose].mean(axis=1)
+        for rule in rules:
+            if rule == "kl+train":
+                means = (per_rule["kl"][:, choose].sum(axis=1) + train_sums) / (len(choose) + train_count)
+            else:
+                means = per_rule[rule][:, choose].mean(axis=1)
             pick = int(np.argmax(means) if rule == "accuracy" else np.argmin(means))
             held_out[rule].append(float(correct[pick, judge].mean()))
     result = {f"held_out_{rule}": float(np.mean(values)) for rule, values in held_out.items()}
@@ -89,6 +115,7 @@ def split_half(per_rule: dict[str, np.ndarray], splits: int = SPLITS, seed: int 
 def study(
     models: Sequence[str], budgets: Sequence[float], methods: Sequence[str], seeds: Sequence[int], episodes: int,
     out: Path, cache_dir: str | None = None, search_objective: str = SEARCH_OBJECTIVE,
+    kl_train_samples: int = ProblemSettings.kl_train_samples,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One row per (model, budget, method, seed), appended to `out`; runs already there are kept, not rerun.
     Rows of a study whose searches used another objective are refused rather than mixed in."""
@@ -105,11 +132,15 @@ def study(
         [job for job in jobs if job not in done], desc="objective study", unit="run"
     ):
         if built != (model, budget):
-            settings = ProblemSettings(model=model, budget_bits=budget, cache_dir=cache_dir, objective=search_objective)
+            settings = ProblemSettings(
+                model=model, budget_bits=budget, cache_dir=cache_dir, objective=search_objective, kl_train_samples=0
+            )
             problem, built = build_problem(settings, progress=False), (model, budget)
         candidates = [assignment for assignment, _ in evaluated_assignments(problem, method, seed, config)]
+        samples = min(kl_train_samples, len(problem.data.train))
+        held_out = split_half(per_image(problem, candidates), train_kl(problem, candidates, samples), samples)
         row = {"model": model, "budget": budget, "method": method, "seed": seed, "candidates": len(candidates),
-               "search_objective": search_objective, **split_half(per_image(problem, candidates))}  # fmt: skip
+               "search_objective": search_objective, "kl_train_samples": samples, **held_out}  # fmt: skip
         rows.append(row)
         save_rows(out, rows)
     return [row for row in rows if (row["model"], row["budget"], row["method"], row["seed"]) in wanted]
@@ -126,9 +157,9 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         "of halvings where the first rule's choice has a higher / lower held-out accuracy than the second's. No test",
         "data.",
         "",
-        "| model | budget | method | seeds | candidates | by accuracy | by kl | by nll | kl better | kl worse "
-        "| nll better than kl | nll worse than kl |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | budget | method | seeds | candidates | by accuracy | by kl | by nll | by kl+train | kl better "
+        "| kl worse | nll better than kl | nll worse than kl | kl+train better than kl | kl+train worse than kl |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def percent(group: list[dict[str, Any]], key: str, template: str) -> str:
@@ -160,11 +191,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--search-objective", choices=OBJECTIVES, default=SEARCH_OBJECTIVE, help="what the studied searches maximise"
     )
+    parser.add_argument(
+        "--kl-train-samples", type=int, default=ProblemSettings.kl_train_samples,
+        help="training inputs the kl+train rule adds to the validation half",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = study(
         args.models, args.budgets, args.methods, range(args.seeds), args.episodes, args.out, args.cache_dir,
-        args.search_objective,
+        args.search_objective, args.kl_train_samples,
     )  # fmt: skip
     print(markdown(rows, command_line("objective_study.py", argv)))
     return rows

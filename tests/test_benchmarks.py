@@ -1,6 +1,7 @@
 """Fast smoke versions of the benchmark scripts (the full runs are the scripts themselves)."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -26,6 +27,7 @@ import target_summary  # noqa: E402
 import zero_shot_study  # noqa: E402
 
 from agents.policy_bundle import read_metadata  # noqa: E402
+from cwhawq.settings import ProblemSettings  # noqa: E402
 
 ALL_METHODS = [*benchmark.DETERMINISTIC_METHODS, *benchmark.STOCHASTIC_METHODS]
 
@@ -72,6 +74,11 @@ def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_pa
         f"{val + 1:.2f} | {100 * agent['test_accuracy']:.2f} |"  # seed 1 is left out: the second run lacks it
     assert "other/results against " in text and "ddpg-channel: validation +1.00, test +0.00 points" in text
     assert "(best validation score higher in 0, lower in 1 of 1 cells)" in text  # each curve moved down by 1
+    assert {(row["objective"], row["kl_train_samples"]) for row in rows} == {("kl", 1000)}
+    on_validation = [{**row, "kl_train_samples": 0} for row in shifted]  # scores measured on other inputs
+    benchmark.save_rows(tmp_path / "other" / "results.jsonl", on_validation)
+    text = compare_runs.main([str(out / "results.jsonl"), str(tmp_path / "other" / "results.jsonl")])
+    assert "validation +1.00" in text and "best validation score" not in text
 
 
 def test_target_summary_of_the_quick_benchmark(quick_benchmark):
@@ -267,6 +274,8 @@ def test_objective_study_quick(cache_dir, tmp_path, capsys):
         assert all(0 < row[f"held_out_{rule}"] <= 1 for rule in objective_study.RULES)
         assert row["kl_better_share"] + row["kl_worse_share"] <= 1
         assert row["nll_better_share"] + row["nll_worse_share"] <= 1
+        assert row["kl+train_better_share"] + row["kl+train_worse_share"] <= 1
+        assert row["kl_train_samples"] == ProblemSettings.kl_train_samples
     assert "| all |  |  | 2 |" in capsys.readouterr().out
     assert objective_study.main([*args, "--methods", "random"]) == rows[:1]  # resumed, not rerun
     assert len(out.read_text().splitlines()) == 2
@@ -278,13 +287,14 @@ def test_objective_study_table_marks_rules_older_rows_lack():
     old = {"model": "m", "budget": 2.5, "method": "random", "seed": 0, "candidates": 3, "held_out_accuracy": 0.9,
            "held_out_kl": 0.95, "kl_better_share": 0.5, "kl_worse_share": 0.1}  # fmt: skip
     line = next(row for row in objective_study.markdown([old], "cmd").splitlines() if row.startswith("| m |"))
-    assert line == "| m | 2.5 | random | 1 | 3 | 90.00 | 95.00 | - | 50% | 10% | - | - |"
+    assert line == "| m | 2.5 | random | 1 | 3 | 90.00 | 95.00 | - | - | 50% | 10% | - | - | - | - |"
 
 
 def test_objective_study_per_image_matches_the_evaluation(digits_problem):
     assignment = digits_problem.uniform_assignment(3)
     per_rule = objective_study.per_image(digits_problem, [assignment])
-    evaluation = digits_problem.validate(assignment, count=False)
+    validation_only = dataclasses.replace(digits_problem, kl_extra=None, fp_kl_extra_log_probs=None)
+    evaluation = validation_only.validate(assignment, count=False)
     assert {values.shape for values in per_rule.values()} == {(1, len(digits_problem.data.val.y))}
     assert per_rule["accuracy"].mean() == pytest.approx(evaluation.accuracy)
     assert per_rule["kl"].mean() == pytest.approx(evaluation.kl, rel=1e-4, abs=1e-7)
@@ -294,16 +304,29 @@ def test_objective_study_per_image_matches_the_evaluation(digits_problem):
     assert per_rule["nll"].mean() == pytest.approx(float(nll), rel=1e-4)
 
 
+def test_objective_study_train_kl_pools_as_the_problem_does(digits_problem):
+    """The kl+train rule over the whole validation split measures what `QuantProblem.validate` does with training
+    inputs added."""
+    assignment = digits_problem.uniform_assignment(3)
+    samples = len(digits_problem.kl_extra)
+    sums = objective_study.train_kl(digits_problem, [assignment], samples)
+    val_sum = objective_study.per_image(digits_problem, [assignment])["kl"].sum()
+    pooled = (val_sum + sums[0]) / (len(digits_problem.data.val) + samples)
+    assert pooled == pytest.approx(digits_problem.validate(assignment, count=False).kl, rel=1e-4)
+
+
 def test_split_half_rules_on_known_candidates():
     correct = np.array([np.ones(100), np.tile([1.0, 0.0], 50), np.ones(100)])
     kl = np.array([np.full(100, 0.5), np.full(100, 0.1), np.full(100, np.inf)])  # the third had NaN predictions
     nll = np.array([np.full(100, 0.2), np.full(100, 0.3), np.full(100, np.inf)])
-    result = objective_study.split_half({"accuracy": correct, "kl": kl, "nll": nll}, splits=20)
+    train_sums = np.array([1e6, 0.0, 0.0])  # on training inputs the first candidate is far off, the others exact
+    result = objective_study.split_half({"accuracy": correct, "kl": kl, "nll": nll}, train_sums, 1000, splits=20)
     assert result["held_out_accuracy"] == 1.0  # the first candidate: most accurate on every half
     assert result["held_out_kl"] < 0.7  # the second: lowest KL, about half right
     assert result["held_out_nll"] == 1.0  # the first again: lowest NLL
     assert result["kl_worse_share"] == 1.0 and result["kl_better_share"] == 0.0
     assert result["nll_better_share"] == 1.0 and result["nll_worse_share"] == 0.0
+    assert result["held_out_kl+train"] == result["held_out_kl"]  # the second: the third is infinitely far on val
 
 
 def test_channel_order_study_quick(cache_dir, capsys):

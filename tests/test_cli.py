@@ -66,6 +66,7 @@ def test_search_with_a_pinned_layer_and_hints(capsys, tmp_path, common):
     assert result["totals"]["weight_bytes"] <= 12_000
     assert result["settings"]["agent"]["observation"] == "v2"
     assert result["settings"]["problem"]["channel_order"] == "perturbation"
+    assert result["settings"]["problem"]["kl_train_samples"] == result["accuracy"]["kl_train_samples"] == 1000
 
 
 def test_search_without_self_imitation(capsys, tmp_path, common):
@@ -145,6 +146,7 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
         (["--threads", "0"], "--threads must be at least 1"),
         (["--model", "digits_cn"], "choose a builtin (digits_cnn, "),
         (["--budget-mb", "1e-6"], "(1e-06 MB) is below the smallest possible size"),
+        (["--kl-train-samples", "-5"], "kl_train_samples must be a whole number of training inputs, 0 or more, not -5"),
     ],
 )
 def test_bad_input_gives_one_line_error(capsys, tmp_path, common, args, message):

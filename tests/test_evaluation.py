@@ -15,6 +15,7 @@ from cwhawq.data import Split
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation import Evaluation, accuracy, evaluate, log_probs
 from cwhawq.problem import build_problem
+from cwhawq.settings import ProblemSettings
 from envs.channel_bits_env import ChannelBitsEnv, evaluate_outcome
 from tests.conftest import small_settings
 
@@ -81,3 +82,39 @@ def test_the_objective_changes_only_the_choice(digits_problem, kl_problem):
 def test_unknown_objective_is_refused(cache_dir):
     with pytest.raises(CwhawqError, match="unknown objective 'loss'"):
         build_problem(small_settings(cache_dir, objective="loss"), progress=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 1000), samples=st.integers(1, 30), extra=st.integers(1, 30), batch_size=st.integers(1, 16))
+def test_extra_inputs_pool_into_the_kl_but_not_the_accuracy(seed, samples, extra, batch_size):
+    generator = torch.Generator().manual_seed(seed)
+    make = lambda n: Split(torch.randn(n, 5, generator=generator), torch.randint(0, 3, (n,), generator=generator))  # noqa: E731
+    split, more = make(samples), make(extra)
+    reference, model = _classifier(seed), _classifier(seed + 1)
+    alone = evaluate(model, split, log_probs(reference, split))
+    other = evaluate(model, more, log_probs(reference, more))
+    pooled = evaluate(
+        model, split, log_probs(reference, split), batch_size, extra=more, extra_reference=log_probs(reference, more)
+    )
+    assert pooled.accuracy == alone.accuracy
+    assert pooled.kl == pytest.approx((samples * alone.kl + extra * other.kl) / (samples + extra), rel=1e-4, abs=1e-6)
+
+
+def test_the_kl_divergence_is_measured_on_training_inputs_too(digits_problem, cache_dir):
+    assignment = digits_problem.uniform_assignment(2)
+    samples = digits_problem.kl_extra
+    assert len(samples) == 1000 and torch.equal(samples.x, digits_problem.data.train.x[:1000])
+    alone = build_problem(small_settings(cache_dir, kl_train_samples=0), progress=False)
+    assert alone.kl_extra is None and alone.fingerprint() != digits_problem.fingerprint()
+    pooled, on_val = digits_problem.validate(assignment, count=False), alone.validate(assignment, count=False)
+    assert pooled.accuracy == on_val.accuracy and pooled.kl != on_val.kl
+    with digits_problem.quantizer.quantized(assignment):
+        on_train = evaluate(digits_problem.model, samples, digits_problem.fp_kl_extra_log_probs).kl
+    n_val = len(digits_problem.data.val)
+    assert pooled.kl == pytest.approx((n_val * on_val.kl + 1000 * on_train) / (n_val + 1000), rel=1e-4)
+
+
+@pytest.mark.parametrize("samples", [-1, 2.5, True])
+def test_a_count_of_training_inputs_that_is_not_one_is_refused(samples):
+    with pytest.raises(CwhawqError, match="kl_train_samples must be a whole number"):
+        ProblemSettings(kl_train_samples=samples)

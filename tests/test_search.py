@@ -110,6 +110,13 @@ def test_resuming_a_search_saved_before_channel_orders_keeps_the_trace_order(dig
         SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
 
 
+def test_resuming_a_search_saved_before_training_inputs_joined_the_kl_is_refused(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    search_saved_without(digits_problem, out, "problem", "kl_train_samples")  # every search then used validation
+    with pytest.raises(CwhawqError, match=r"other settings \(problem.kl_train_samples\)"):
+        SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
+
+
 def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(digits_problem, tmp_path):
     out = tmp_path / "run"
     search_saved_without(digits_problem, out, "agent", "noise_layers", episodes=12)

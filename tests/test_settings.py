@@ -54,3 +54,10 @@ def test_settings_recorded_before_channel_orders_searched_in_trace_order():
     assert ProblemSettings.from_dict(recorded).channel_order == "perturbation"
     del recorded["channel_order"]
     assert ProblemSettings.from_dict(recorded).channel_order == "trace"
+
+
+def test_settings_recorded_before_training_inputs_measured_the_kl_on_validation_alone():
+    recorded = asdict(ProblemSettings())
+    assert ProblemSettings.from_dict(recorded).kl_train_samples == ProblemSettings.kl_train_samples > 0
+    del recorded["kl_train_samples"]
+    assert ProblemSettings.from_dict(recorded).kl_train_samples == 0
