@@ -49,6 +49,16 @@ RULES = ("accuracy", "kl", "nll", "kl+train")
 DUELS = (("kl", "accuracy"), ("nll", "kl"), ("kl+train", "kl"))
 
 
+def kl_per_input(reference: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
+    """KL(reference || predicted) of each input's class distribution, both given as log probabilities."""
+    return (reference.exp() * (reference - predicted)).sum(dim=1).numpy()
+
+
+def _finite(values: Sequence[Any]) -> np.ndarray:
+    """As float64, NaN (a prediction that is not finite) counting as infinitely far."""
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.inf)
+
+
 def per_image(problem: QuantProblem, assignments: Sequence[Assignment]) -> dict[str, np.ndarray]:
     """(candidates x validation images) arrays per rule: whether each candidate classifies each image correctly
     ("accuracy", higher is better), the KL divergence of its prediction from the full-precision model's ("kl") and
@@ -60,10 +70,9 @@ def per_image(problem: QuantProblem, assignments: Sequence[Assignment]) -> dict[
         with problem.quantizer.quantized(assignment):
             predicted = log_probs(problem.model, problem.data.val)
         correct.append((predicted.argmax(dim=1) == labels).numpy())
-        kl.append((reference.exp() * (reference - predicted)).sum(dim=1).numpy())
+        kl.append(kl_per_input(reference, predicted))
         nll.append(-predicted.gather(1, labels[:, None])[:, 0].numpy())
-    finite = lambda values: np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.inf)  # noqa: E731
-    return {"accuracy": np.asarray(correct, dtype=np.float64), "kl": finite(kl), "nll": finite(nll)}
+    return {"accuracy": np.asarray(correct, dtype=np.float64), "kl": _finite(kl), "nll": _finite(nll)}
 
 
 def train_kl(problem: QuantProblem, assignments: Sequence[Assignment], samples: int) -> np.ndarray:
@@ -76,8 +85,8 @@ def train_kl(problem: QuantProblem, assignments: Sequence[Assignment], samples: 
     for assignment in assignments:
         with problem.quantizer.quantized(assignment):
             predicted = log_probs(problem.model, inputs)
-        sums.append(float((reference.exp() * (reference - predicted)).sum()))
-    return np.nan_to_num(np.asarray(sums, dtype=np.float64), nan=np.inf)
+        sums.append(float(kl_per_input(reference, predicted).sum()))
+    return _finite(sums)
 
 
 def split_half(
