@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from cwhawq.evaluation import Evaluation
 from cwhawq.problem import QuantProblem, build_problem
@@ -15,6 +16,12 @@ from cwhawq.settings import ProblemSettings, TraceSettings
 # The test models are tiny: one thread avoids oversubscribing CI's 2 cores (2 threads are many times slower
 # whenever another process is busy).
 torch.set_num_threads(1)
+
+# The same examples on every run, so that a CI result can be reproduced; `pytest --hypothesis-profile explore` draws
+# new ones (its failures are saved in .hypothesis/ and replayed first).
+settings.register_profile("reproducible", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("reproducible")
 
 
 def small_settings(cache_dir: Path, **overrides: object) -> ProblemSettings:
