@@ -62,27 +62,7 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bits", type=int, nargs="+", default=list(DEFAULT_BIT_WIDTHS), help="candidate bit-widths")
     group.add_argument("--pin", type=_pin, action="append", default=[], help="PATTERN=BITS, e.g. 'conv1=8'")
     group.add_argument("--no-fold-bn", action="store_true", help="quantize convolutions without folding BatchNorm")
-    group.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default=ProblemSettings.objective,
-        help="what makes an assignment better on validation: 'accuracy', or 'kl', the KL divergence of its "
-        f"predictions from the full-precision model's (default {ProblemSettings.objective!r})",
-    )
-    group.add_argument(
-        "--channel-order",
-        choices=CHANNEL_ORDERS,
-        default=ProblemSettings.channel_order,
-        help="which channels of a layer a search gives the higher widths: by Hessian 'trace', or by the "
-        f"'perturbation' their quantization adds (default {ProblemSettings.channel_order!r})",
-    )
-    group.add_argument(
-        "--kl-train-samples",
-        type=int,
-        default=ProblemSettings.kl_train_samples,
-        help="training inputs (labels unused) that join the validation inputs for the 'kl' objective; 0: validation "
-        f"alone (default {ProblemSettings.kl_train_samples})",
-    )
+    add_search_rule_arguments(group)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--cache-dir", help="where trained built-ins and traces are cached ($CWHAWQ_CACHE)")
     add_trace_arguments(group)
@@ -99,6 +79,32 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="torch CPU threads (default 1: a search runs thousands of small forward passes, where more threads "
         "mostly add synchronisation; raise it for large models)",
+    )
+
+
+def add_search_rule_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--objective`, `--channel-order` and `--kl-train-samples` (`ProblemSettings`): how a search measures and
+    places, shared by the commands and the benchmark."""
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=ProblemSettings.objective,
+        help="what makes an assignment better on validation: 'accuracy', or 'kl', the KL divergence of its "
+        f"predictions from the full-precision model's (default {ProblemSettings.objective!r})",
+    )
+    parser.add_argument(
+        "--channel-order",
+        choices=CHANNEL_ORDERS,
+        default=ProblemSettings.channel_order,
+        help="which channels of a layer a search gives the higher widths: by Hessian 'trace', or by the "
+        f"'perturbation' their quantization adds (default {ProblemSettings.channel_order!r})",
+    )
+    parser.add_argument(
+        "--kl-train-samples",
+        type=int,
+        default=ProblemSettings.kl_train_samples,
+        help="training inputs (labels unused) that join the validation inputs for the 'kl' objective; 0: validation "
+        f"alone (default {ProblemSettings.kl_train_samples})",
     )
 
 

@@ -36,13 +36,11 @@ import torch  # noqa: E402
 from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
-from cwhawq.cli import add_noise_layer_arguments, add_trace_arguments  # noqa: E402
+from cwhawq.cli import add_noise_layer_arguments, add_search_rule_arguments, add_trace_arguments  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
 from cwhawq.settings import (  # noqa: E402
-    CHANNEL_ORDERS,
-    OBJECTIVES,
     AgentSettings,
     ProblemSettings,
     SearchSettings,
@@ -364,24 +362,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=AgentSettings.coarse_share,
         help="share of a channel-wise search's episodes spent on a layer-wise search first",
     )
-    parser.add_argument(
-        "--objective",
-        default=ProblemSettings.objective,
-        choices=OBJECTIVES,
-        help="what searches maximise on validation",
-    )
-    parser.add_argument(
-        "--channel-order",
-        default=ProblemSettings.channel_order,
-        choices=CHANNEL_ORDERS,
-        help="which channels of a layer DDPG and random search give the higher widths",
-    )
-    parser.add_argument(
-        "--kl-train-samples",
-        type=int,
-        default=ProblemSettings.kl_train_samples,
-        help="training inputs that join the validation inputs for the 'kl' objective (0: validation alone)",
-    )
+    add_search_rule_arguments(parser)
     add_trace_arguments(parser)
     parser.add_argument(
         "--trace-tol",
