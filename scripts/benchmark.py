@@ -5,9 +5,10 @@
 
 All methods share one `QuantProblem` per model and budget (same folded model, traces, cost model, budget and
 validation data). Stochastic methods (random search, both DDPG variants) run with several seeds and get the same
-number of quantized validation evaluations. Test accuracy is computed once per method, after its search, on a split
-no method sees. Raw rows are appended to `results.jsonl` as each run finishes; an interrupted benchmark resumes
-where it stopped. The Markdown section is written between markers in the `--markdown` file.
+number of quantized validation evaluations. Test accuracy, and which test images each answer classifies correctly,
+is measured once per run, after its search, on a split no method sees. Raw rows are appended to `results.jsonl` as
+each run finishes; an interrupted benchmark resumes where it stopped. The Markdown section is written between markers
+in the `--markdown` file.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,6 +39,7 @@ from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.cli import add_noise_layer_arguments, add_search_rule_arguments, add_trace_arguments  # noqa: E402
+from cwhawq.evaluation import log_probs  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.result import build_result, result_assignment  # noqa: E402
@@ -99,6 +102,21 @@ def run_one(problem: QuantProblem, method: str, seed: int, config: BenchmarkConf
     return assignment, {"evaluations": search["evaluations"], "curve": search["best_val_score_curve"]}
 
 
+def correct_on_test(problem: QuantProblem, assignment: Assignment) -> str:
+    """Which test images the model quantized by `assignment` classifies correctly: one bit per image
+    (`numpy.packbits` order) as hex, so that two methods can be compared image by image
+    (`scripts/target_summary.py`)."""
+    with problem.quantizer.quantized(assignment):
+        predicted = log_probs(problem.model, problem.data.test).argmax(dim=1)
+    return np.packbits((predicted == problem.data.test.y).numpy()).tobytes().hex()
+
+
+def unpack_correct(row: dict[str, Any]) -> np.ndarray:
+    """A row's `test_correct` as one 0/1 float per test image."""
+    packed = np.frombuffer(bytes.fromhex(row["test_correct"]), dtype=np.uint8)
+    return np.unpackbits(packed, count=row["test_samples"]).astype(np.float64)
+
+
 def _key(row: dict[str, Any]) -> tuple:
     return row["model"], row["budget"], row["method"], row["seed"]
 
@@ -156,6 +174,8 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
             "seed": seed,
             "val_accuracy": result["accuracy"]["quantized_val"],
             "test_accuracy": result["accuracy"]["quantized_test"],
+            "test_samples": result["accuracy"]["test_samples"],
+            "test_correct": correct_on_test(problem, assignment),
             "fp32_test_accuracy": result["accuracy"]["fp32_test"],
             "avg_bits": result["totals"]["avg_bits"],
             "within_budget": result["totals"]["weight_bits"] <= problem.budget.total_bits,

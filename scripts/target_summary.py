@@ -7,6 +7,11 @@ seeds), the best other method's mean test accuracy, whether the DDPG's mean is a
 in how many seeds the DDPG's best-so-far validation score reaches the same seed's random-search best within half of
 random search's evaluations. Several files (e.g. the same benchmark on two processors) are set side by side;
 files joined by "+" count as one run (e.g. `results.jsonl+seeds_5_9.jsonl`, seeds 0-4 and 5-9).
+
+Where the rows record which test images each answer classifies correctly (`test_correct`, written since change 37),
+the DDPG's lead over the best other method is also given with a 95% confidence interval over the test images: each
+image's correctness is averaged over a method's seeds, and the per-image differences are the paired sample. An
+interval that holds 0 means another test sample of the same size could well have ranked the two the other way.
 """
 
 from __future__ import annotations
@@ -17,9 +22,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark import evaluations_to_reach, load_rows
+import numpy as np
+from benchmark import evaluations_to_reach, load_rows, unpack_correct
+from scipy import stats
 
 AGENT = "ddpg-channel"
+#: Coverage of the paired confidence interval.
+CONFIDENCE = 0.95
+
+
+def paired_difference(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    """Mean test accuracy of `first`'s rows minus `second`'s, with its `CONFIDENCE` interval over the test images
+    (each image's correctness averaged over a method's seeds; a paired t interval). None unless every row records
+    `test_correct`."""
+    if not all("test_correct" in row for row in [*first, *second]):
+        return None
+    differences = np.mean([unpack_correct(row) for row in first], axis=0) - np.mean(
+        [unpack_correct(row) for row in second], axis=0
+    )
+    mean = float(differences.mean())
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(differences) - 1) * stats.sem(differences))
+    return mean, mean - half, mean + half
 
 
 def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[str, Any] | None:
@@ -29,11 +52,11 @@ def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[
     if not agent:
         return None
     tests = [row["test_accuracy"] for row in agent]
-    others: dict[str, list[float]] = {}
+    others: dict[str, list[dict[str, Any]]] = {}
     for row in picked:
         if row["method"] != AGENT:
-            others.setdefault(row["method"], []).append(row["test_accuracy"])
-    means = {method: statistics.mean(values) for method, values in others.items()}
+            others.setdefault(row["method"], []).append(row)
+    means = {method: statistics.mean(row["test_accuracy"] for row in group) for method, group in others.items()}
     best = max(means, key=lambda method: means[method])
     random = {row["seed"]: row["curve"] for row in picked if row["method"] == "random"}
     paired = [row for row in agent if row["seed"] in random]
@@ -47,6 +70,7 @@ def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[
         "best_other": best,
         "best_other_test": means[best],
         "at_least_every_other": all(statistics.mean(tests) >= mean - 1e-12 for mean in means.values()),
+        "lead": paired_difference(agent, others[best]),
         "fast": fast,
         "paired": len(paired),
     }
@@ -57,17 +81,18 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
     names = list(runs)
     cells = list(dict.fromkeys((row["model"], row["budget"]) for rows in runs.values() for row in rows))
     header = "| model | budget | " + " | ".join(
-        f"DDPG test ({name}) | best other ({name}) | DDPG >= all ({name}) | random's best by half ({name})"
+        f"DDPG test ({name}) | best other ({name}) | DDPG >= all ({name}) | DDPG - best other, 95% CI ({name}) | "
+        f"random's best by half ({name})"
         for name in names
     )
-    lines = [header + " |", "|---|---|" + "---|" * (4 * len(names))]
+    lines = [header + " |", "|---|---|" + "---|" * (5 * len(names))]
     totals = {name: [0, 0, 0, 0] for name in names}
     for model, budget in cells:
         parts = []
         for name in names:
             summary = cell_summary(runs[name], model, budget)
             if summary is None:
-                parts.append("- | - | - | -")
+                parts.append("- | - | - | - | -")
                 continue
             total = totals[name]
             total[0] += summary["at_least_every_other"]
@@ -77,7 +102,8 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
             parts.append(
                 f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | "
                 f"{summary['best_other']} {100 * summary['best_other_test']:.2f} | "
-                f"{'yes' if summary['at_least_every_other'] else 'no'} | {summary['fast']}/{summary['paired']}"
+                f"{'yes' if summary['at_least_every_other'] else 'no'} | {_interval(summary['lead'])} | "
+                f"{summary['fast']}/{summary['paired']}"
             )
         lines.append(f"| {model} | {budget} | " + " | ".join(parts) + " |")
     lines.append("")
@@ -87,6 +113,14 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
             f"within half of its evaluations in {fast} of {paired} runs."
         )
     return "\n".join(lines)
+
+
+def _interval(lead: tuple[float, float, float] | None) -> str:
+    """A paired difference and its interval in points, or "-" where the rows cannot give one."""
+    if lead is None:
+        return "-"
+    mean, low, high = (100 * value for value in lead)
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def main(argv: Sequence[str] | None = None) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -58,6 +60,14 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
 
 
+def test_rows_record_which_test_images_each_answer_gets_right(quick_benchmark):
+    _, rows = quick_benchmark
+    for row in rows:
+        correct = benchmark.unpack_correct(row)
+        assert correct.shape == (row["test_samples"],) and set(np.unique(correct)) <= {0.0, 1.0}
+        assert correct.mean() == pytest.approx(row["test_accuracy"], abs=1e-12), row["method"]
+
+
 def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_path):
     out, rows = quick_benchmark
     shifted = [
@@ -92,12 +102,46 @@ def test_target_summary_of_the_quick_benchmark(quick_benchmark):
     line = next(line for line in text.splitlines() if line.startswith("| digits_cnn | 2.5 |"))
     assert line.split(" | ")[2].startswith(f"{100 * agent:.2f} ± ")
     assert line.split(" | ")[4] == ("yes" if met else "no")
+    best = max(np.mean(values) for values in by_method.values())
+    lead, low, high = map(float, re.fullmatch(r"([-+]\S+) \[(\S+), (\S+)\]", line.split(" | ")[5]).groups())
+    assert lead == pytest.approx(100 * (agent - best), abs=0.006) and low <= lead <= high
     assert re.search(r"in [01] of 1 cells; random search's best reached within half of its evaluations in [0-2] of 2 ",
                      text)
     joined = target_summary.main([f"{out / 'results.jsonl'}+{out / 'results.jsonl'}"])  # one run of both files
     assert re.search(r"^- \S+/results \+ \S+/results: .* in [0-4] of 4 runs\.$", joined, flags=re.M)
     with pytest.raises(SystemExit, match="no rows at"):
         target_summary.main([str(out / "missing.jsonl")])
+
+
+def _rows(correct: np.ndarray) -> list[dict]:
+    """Benchmark-like rows, one per seed, from a (seeds x images) 0/1 array."""
+    return [{"test_correct": np.packbits(seed.astype(bool)).tobytes().hex(), "test_samples": seed.size}
+            for seed in correct]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 300), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_paired_difference_is_the_gap_of_the_means_inside_its_interval(images, first_seeds, second_seeds, seed):
+    rng = np.random.default_rng(seed)
+    first = rng.random((first_seeds, images)) < 0.9
+    second = rng.random((second_seeds, images)) < 0.8
+    mean, low, high = target_summary.paired_difference(_rows(first), _rows(second))
+    assert mean == pytest.approx(first.mean() - second.mean(), abs=1e-12)
+    assert low <= mean <= high
+    assert mean - low == pytest.approx(high - mean, abs=1e-12)
+
+
+def test_paired_difference_interval_narrows_with_more_images_and_needs_the_images():
+    rng = np.random.default_rng(0)
+    few, many = (rng.random((2, 3, n)) < 0.9 for n in (100, 10_000))
+    widths = []
+    for correct in (few, many):
+        _, low, high = target_summary.paired_difference(_rows(correct[0]), _rows(correct[1]))
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 5
+    same = _rows(few[0])
+    assert target_summary.paired_difference(same, same) == (0.0, 0.0, 0.0)
+    assert target_summary.paired_difference(same, [{"test_accuracy": 0.9}]) is None
 
 
 def test_benchmark_resumes_without_rerunning(quick_benchmark, cache_dir):
