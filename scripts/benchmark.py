@@ -34,6 +34,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
@@ -53,6 +54,8 @@ from envs.channel_bits_env import ACTIONS, ChannelBitsEnv  # noqa: E402
 from envs.observation import OBSERVATION_VERSIONS  # noqa: E402
 
 STOCHASTIC_METHODS = ("random", "ddpg-layer", "ddpg-channel")
+#: Coverage of the paired confidence intervals over test images (`paired_difference`).
+CONFIDENCE = 0.95
 
 
 @dataclass
@@ -117,6 +120,52 @@ def unpack_correct(row: dict[str, Any]) -> np.ndarray:
     return np.unpackbits(packed, count=row["test_samples"]).astype(np.float64)
 
 
+def paired_difference(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    """Mean test accuracy of `first`'s rows minus `second`'s, with its `CONFIDENCE` interval over the test images
+    (each image's correctness averaged over a method's seeds; a paired t interval). An interval that holds 0 means
+    another test sample of the same size could well rank the two the other way. None unless every row records
+    `test_correct`."""
+    if not all("test_correct" in row for row in [*first, *second]):
+        return None
+    differences = np.mean([unpack_correct(row) for row in first], axis=0) - np.mean(
+        [unpack_correct(row) for row in second], axis=0
+    )
+    mean = float(differences.mean())
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(differences) - 1) * stats.sem(differences))
+    return mean, mean - half, mean + half
+
+
+def format_interval(lead: tuple[float, float, float] | None) -> str:
+    """A `paired_difference` in points, "+0.20 [-0.10, +0.50]", or "-" where the rows cannot give one."""
+    if lead is None:
+        return "-"
+    mean, low, high = (100 * value for value in lead)
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def measured_row(
+    problem: QuantProblem, assignment: Assignment, model: str, budget: float, method: str, seed: int
+) -> dict[str, Any]:
+    """The fields every benchmark row has: what was run, and the answer's accuracy (validation, test and which test
+    images it gets right), average bits and whether it kept to the budget."""
+    result = build_result(problem, assignment, method, {"problem": {"model": model}})
+    return {
+        "model": model,
+        "budget": budget,
+        "method": method,
+        "seed": seed,
+        "val_accuracy": result["accuracy"]["quantized_val"],
+        "test_accuracy": result["accuracy"]["quantized_test"],
+        "test_samples": result["accuracy"]["test_samples"],
+        "test_correct": correct_on_test(problem, assignment),
+        "fp32_test_accuracy": result["accuracy"]["fp32_test"],
+        "avg_bits": result["totals"]["avg_bits"],
+        "within_budget": result["totals"]["weight_bits"] <= problem.budget.total_bits,
+        "objective": problem.objective,
+        "kl_train_samples": result["accuracy"]["kl_train_samples"],
+    }
+
+
 def _key(row: dict[str, Any]) -> tuple:
     return row["model"], row["budget"], row["method"], row["seed"]
 
@@ -166,24 +215,7 @@ def run_benchmark(config: BenchmarkConfig, cache_dir: str | None = None) -> list
         start = time.perf_counter()
         assignment, facts = run_one(problem, method, seed, config)
         wall = time.perf_counter() - start
-        result = build_result(problem, assignment, method, {"problem": {"model": model}})
-        row = {
-            "model": model,
-            "budget": budget,
-            "method": method,
-            "seed": seed,
-            "val_accuracy": result["accuracy"]["quantized_val"],
-            "test_accuracy": result["accuracy"]["quantized_test"],
-            "test_samples": result["accuracy"]["test_samples"],
-            "test_correct": correct_on_test(problem, assignment),
-            "fp32_test_accuracy": result["accuracy"]["fp32_test"],
-            "avg_bits": result["totals"]["avg_bits"],
-            "within_budget": result["totals"]["weight_bits"] <= problem.budget.total_bits,
-            "wall_s": wall,
-            "objective": problem.objective,
-            "kl_train_samples": result["accuracy"]["kl_train_samples"],
-            **facts,
-        }
+        row = {**measured_row(problem, assignment, model, budget, method, seed), "wall_s": wall, **facts}
         with raw.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         rows.append(row)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchmark import command_line, load_rows, write_section
+from benchmark import command_line, format_interval, load_rows, measured_row, paired_difference, write_section
 
 from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
@@ -37,7 +37,7 @@ from agents.search import SearchRun
 from cwhawq.cli import add_noise_layer_arguments
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.progress import progress_bar
-from cwhawq.result import build_result, result_assignment
+from cwhawq.result import result_assignment
 from cwhawq.settings import OBJECTIVES, AgentSettings, ProblemSettings, SearchSettings
 from envs.channel_bits_env import ACTIONS, ChannelBitsEnv
 from envs.observation import OBSERVATION_VERSIONS
@@ -90,16 +90,10 @@ def transfer_rows(
     result = SearchRun(target, settings, start_from=policy).run()
     fine_tuned = result_assignment(result)
     rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
-    records = []
-    for method, assignment, evaluations, wall in rows:
-        report = build_result(target, assignment, method, {"problem": {"model": model}})
-        records.append({
-            "model": model, "budget": budget, "method": method, "seed": seed,
-            "val_accuracy": report["accuracy"]["quantized_val"], "test_accuracy": report["accuracy"]["quantized_test"],
-            "avg_bits": report["totals"]["avg_bits"], "evaluations": evaluations, "wall_s": wall,
-            "within_budget": report["totals"]["weight_bits"] <= target.budget.total_bits,
-        })  # fmt: skip
-    return records
+    return [
+        {**measured_row(target, assignment, model, budget, method, seed), "evaluations": evaluations, "wall_s": wall}
+        for method, assignment, evaluations, wall in rows
+    ]
 
 
 def source_dir(work: Path, model: str, budget: float, seed: int) -> Path:
@@ -132,18 +126,22 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
     """Markdown: per target and budget, zero-shot, fine-tune and the references (test accuracy mean ± std)."""
     lines = [
         f"Command: `{command}`. Policy trained on {source}; test accuracy in %, mean ± std over seeds "
-        "(evals = quantized validation evaluations on the target).",
+        "(evals = quantized validation evaluations on the target; - greedy = the mean test accuracy minus the "
+        "channel greedy's, with a 95% paired confidence interval over the test images, where the rows record them).",
         "",
-        "| target | budget | method | test | val | avg bits | evals | in budget |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | budget | method | test | val | avg bits | evals | in budget | - greedy, 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     everything = rows + [r for r in reference if r["method"] in REFERENCE_METHODS]
     for model in sorted({r["model"] for r in rows}):
         for budget in sorted({r["budget"] for r in rows if r["model"] == model}):
+            cell = [r for r in everything if (r["model"], r["budget"]) == (model, budget)]
+            greedy = [r for r in cell if r["method"] == "greedy-channel"]
             for method in ("policy-zero-shot", "policy-finetune", *REFERENCE_METHODS):
-                group = [r for r in everything if (r["model"], r["budget"], r["method"]) == (model, budget, method)]
+                group = [r for r in cell if r["method"] == method]
                 if not group:
                     continue
+                lead = paired_difference(group, greedy) if greedy and method != "greedy-channel" else None
                 tests = [100 * r["test_accuracy"] for r in group]
                 spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
                 lines.append(
@@ -151,7 +149,7 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
                     f"| {100 * statistics.mean(r['val_accuracy'] for r in group):.2f} "
                     f"| {statistics.mean(r['avg_bits'] for r in group):.3f} "
                     f"| {statistics.mean(r['evaluations'] for r in group):.0f} "
-                    f"| {'yes' if all(r['within_budget'] for r in group) else 'NO'} |"
+                    f"| {'yes' if all(r['within_budget'] for r in group) else 'NO'} | {format_interval(lead)} |"
                 )
     return "\n".join(lines)
 

@@ -22,27 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from benchmark import evaluations_to_reach, load_rows, unpack_correct
-from scipy import stats
+from benchmark import evaluations_to_reach, format_interval, load_rows, paired_difference
 
 AGENT = "ddpg-channel"
-#: Coverage of the paired confidence interval.
-CONFIDENCE = 0.95
-
-
-def paired_difference(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> tuple[float, float, float] | None:
-    """Mean test accuracy of `first`'s rows minus `second`'s, with its `CONFIDENCE` interval over the test images
-    (each image's correctness averaged over a method's seeds; a paired t interval). None unless every row records
-    `test_correct`."""
-    if not all("test_correct" in row for row in [*first, *second]):
-        return None
-    differences = np.mean([unpack_correct(row) for row in first], axis=0) - np.mean(
-        [unpack_correct(row) for row in second], axis=0
-    )
-    mean = float(differences.mean())
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(differences) - 1) * stats.sem(differences))
-    return mean, mean - half, mean + half
 
 
 def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[str, Any] | None:
@@ -102,7 +84,7 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
             parts.append(
                 f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | "
                 f"{summary['best_other']} {100 * summary['best_other_test']:.2f} | "
-                f"{'yes' if summary['at_least_every_other'] else 'no'} | {_interval(summary['lead'])} | "
+                f"{'yes' if summary['at_least_every_other'] else 'no'} | {format_interval(summary['lead'])} | "
                 f"{summary['fast']}/{summary['paired']}"
             )
         lines.append(f"| {model} | {budget} | " + " | ".join(parts) + " |")
@@ -113,14 +95,6 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
             f"within half of its evaluations in {fast} of {paired} runs."
         )
     return "\n".join(lines)
-
-
-def _interval(lead: tuple[float, float, float] | None) -> str:
-    """A paired difference and its interval in points, or "-" where the rows cannot give one."""
-    if lead is None:
-        return "-"
-    mean, low, high = (100 * value for value in lead)
-    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def main(argv: Sequence[str] | None = None) -> str:

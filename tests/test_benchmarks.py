@@ -125,7 +125,7 @@ def test_paired_difference_is_the_gap_of_the_means_inside_its_interval(images, f
     rng = np.random.default_rng(seed)
     first = rng.random((first_seeds, images)) < 0.9
     second = rng.random((second_seeds, images)) < 0.8
-    mean, low, high = target_summary.paired_difference(_rows(first), _rows(second))
+    mean, low, high = benchmark.paired_difference(_rows(first), _rows(second))
     assert mean == pytest.approx(first.mean() - second.mean(), abs=1e-12)
     assert low <= mean <= high
     assert mean - low == pytest.approx(high - mean, abs=1e-12)
@@ -136,12 +136,12 @@ def test_paired_difference_interval_narrows_with_more_images_and_needs_the_image
     few, many = (rng.random((2, 3, n)) < 0.9 for n in (100, 10_000))
     widths = []
     for correct in (few, many):
-        _, low, high = target_summary.paired_difference(_rows(correct[0]), _rows(correct[1]))
+        _, low, high = benchmark.paired_difference(_rows(correct[0]), _rows(correct[1]))
         widths.append(high - low)
     assert widths[1] < widths[0] / 5
     same = _rows(few[0])
-    assert target_summary.paired_difference(same, same) == (0.0, 0.0, 0.0)
-    assert target_summary.paired_difference(same, [{"test_accuracy": 0.9}]) is None
+    assert benchmark.paired_difference(same, same) == (0.0, 0.0, 0.0)
+    assert benchmark.paired_difference(same, [{"test_accuracy": 0.9}]) is None
 
 
 def test_benchmark_resumes_without_rerunning(quick_benchmark, cache_dir):
@@ -164,6 +164,11 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
     assert "<!-- benchmark:start -->" in text  # the method comparison is kept
     assert json.loads((out / "transfer.jsonl").read_text().splitlines()[0])["model"] == "digits_cnn"
+    greedy = next(r for r in benchmark.load_rows(out / "results.jsonl") if r["method"] == "greedy-channel")
+    line = next(line for line in text.splitlines() if line.startswith("| digits_cnn | 2.5 | policy-zero-shot |"))
+    lead = float(line.split(" | ")[-1].split(" [")[0])
+    assert lead == pytest.approx(100 * (rows[0]["test_accuracy"] - greedy["test_accuracy"]), abs=0.006)
+    assert "| digits_cnn | 2.5 | greedy-channel |" in text and text.count("| - |") >= 1  # no interval against itself
 
 
 @pytest.fixture(scope="module")
