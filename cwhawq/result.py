@@ -81,6 +81,7 @@ def build_result(
         )
     data = problem.data
     validation = problem.validate(assignment, count=False)
+    test = problem.evaluate_test(assignment)
     left_fp32 = sum(unquantized_weights(problem.model, problem.layers).values())
     return {
         "version": RESULT_VERSION,
@@ -108,7 +109,8 @@ def build_result(
             "quantized_val": validation.accuracy,
             "quantized_val_kl": validation.kl,
             "fp32_test": problem.evaluate_fp("test"),
-            "quantized_test": problem.evaluate(assignment, split="test", count=False),
+            "quantized_test": test.accuracy,
+            "quantized_test_kl": test.kl,
             "val_samples": len(data.val.y),
             "test_samples": len(data.test.y),
             "kl_train_samples": len(problem.kl_extra) if problem.kl_extra is not None else 0,

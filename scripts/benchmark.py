@@ -147,7 +147,8 @@ def measured_row(
     problem: QuantProblem, assignment: Assignment, model: str, budget: float, method: str, seed: int
 ) -> dict[str, Any]:
     """The fields every benchmark row has: what was run, and the answer's accuracy (validation, test and which test
-    images it gets right), average bits and whether it kept to the budget."""
+    images it gets right), its KL divergence from the full-precision predictions on test, average bits and whether
+    it kept to the budget."""
     result = build_result(problem, assignment, method, {"problem": {"model": model}})
     return {
         "model": model,
@@ -156,6 +157,7 @@ def measured_row(
         "seed": seed,
         "val_accuracy": result["accuracy"]["quantized_val"],
         "test_accuracy": result["accuracy"]["quantized_test"],
+        "test_kl": result["accuracy"]["quantized_test_kl"],
         "test_samples": result["accuracy"]["test_samples"],
         "test_correct": correct_on_test(problem, assignment),
         "fp32_test_accuracy": result["accuracy"]["fp32_test"],

@@ -12,6 +12,8 @@ Where the rows record which test images each answer classifies correctly (`test_
 the DDPG's lead over the best other method is also given with a 95% confidence interval over the test images: each
 image's correctness is averaged over a method's seeds, and the per-image differences are the paired sample. An
 interval that holds 0 means another test sample of the same size could well have ranked the two the other way.
+Where they record `test_kl`, the DDPG's mean KL divergence from the full-precision predictions on the test split is
+set beside the lowest other method's: how faithful each answer is on inputs no search measured.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[
     for row in paired:
         reached = evaluations_to_reach(row["curve"], max(random[row["seed"]]))
         fast += reached is not None and reached <= len(random[row["seed"]]) / 2
+    faithful = None
+    if all("test_kl" in row for row in picked):
+        kl = {method: statistics.mean(row["test_kl"] for row in group) for method, group in others.items()}
+        closest = min(kl, key=lambda method: kl[method])
+        faithful = (statistics.mean(row["test_kl"] for row in agent), closest, kl[closest])
     return {
         "test_mean": statistics.mean(tests),
         "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
@@ -53,46 +60,59 @@ def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[
         "best_other_test": means[best],
         "at_least_every_other": all(statistics.mean(tests) >= mean - 1e-12 for mean in means.values()),
         "lead": paired_difference(agent, others[best]),
+        "faithful": faithful,
         "fast": fast,
         "paired": len(paired),
     }
 
 
+def _faithful(faithful: tuple[float, str, float] | None) -> str:
+    """The DDPG's test KL divergence and the lowest other method's, or "-" where the rows do not record it."""
+    if faithful is None:
+        return "-"
+    agent, closest, other = faithful
+    return f"{agent:.4f} / {closest} {other:.4f}"
+
+
 def table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """A Markdown table: one row per model and budget, four columns per run, and a totals line per run."""
+    """A Markdown table: one row per model and budget, six columns per run, and a totals line per run."""
     names = list(runs)
     cells = list(dict.fromkeys((row["model"], row["budget"]) for rows in runs.values() for row in rows))
     header = "| model | budget | " + " | ".join(
         f"DDPG test ({name}) | best other ({name}) | DDPG >= all ({name}) | DDPG - best other, 95% CI ({name}) | "
-        f"random's best by half ({name})"
+        f"test KL: DDPG / lowest other ({name}) | random's best by half ({name})"
         for name in names
     )
-    lines = [header + " |", "|---|---|" + "---|" * (5 * len(names))]
-    totals = {name: [0, 0, 0, 0] for name in names}
+    lines = [header + " |", "|---|---|" + "---|" * (6 * len(names))]
+    totals = {name: [0, 0, 0, 0, 0, 0] for name in names}
     for model, budget in cells:
         parts = []
         for name in names:
             summary = cell_summary(runs[name], model, budget)
             if summary is None:
-                parts.append("- | - | - | - | -")
+                parts.append("- | - | - | - | - | -")
                 continue
             total = totals[name]
             total[0] += summary["at_least_every_other"]
             total[1] += 1
             total[2] += summary["fast"]
             total[3] += summary["paired"]
+            if summary["faithful"] is not None:
+                total[4] += summary["faithful"][0] <= summary["faithful"][2]
+                total[5] += 1
             parts.append(
                 f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | "
                 f"{summary['best_other']} {100 * summary['best_other_test']:.2f} | "
                 f"{'yes' if summary['at_least_every_other'] else 'no'} | {format_interval(summary['lead'])} | "
-                f"{summary['fast']}/{summary['paired']}"
+                f"{_faithful(summary['faithful'])} | {summary['fast']}/{summary['paired']}"
             )
         lines.append(f"| {model} | {budget} | " + " | ".join(parts) + " |")
     lines.append("")
-    for name, (met, n_cells, fast, paired) in totals.items():
+    for name, (met, n_cells, fast, paired, faithful, measured) in totals.items():
+        closest = f"; the lowest test KL divergence in {faithful} of {measured} cells" if measured else ""
         lines.append(
             f"- {name}: DDPG at least every other method in {met} of {n_cells} cells; random search's best reached "
-            f"within half of its evaluations in {fast} of {paired} runs."
+            f"within half of its evaluations in {fast} of {paired} runs{closest}."
         )
     return "\n".join(lines)
 

@@ -66,6 +66,7 @@ def test_rows_record_which_test_images_each_answer_gets_right(quick_benchmark):
         correct = benchmark.unpack_correct(row)
         assert correct.shape == (row["test_samples"],) and set(np.unique(correct)) <= {0.0, 1.0}
         assert correct.mean() == pytest.approx(row["test_accuracy"], abs=1e-12), row["method"]
+        assert 0 < row["test_kl"] < float("inf")
 
 
 def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_path):
@@ -105,10 +106,18 @@ def test_target_summary_of_the_quick_benchmark(quick_benchmark):
     best = max(np.mean(values) for values in by_method.values())
     lead, low, high = map(float, re.fullmatch(r"([-+]\S+) \[(\S+), (\S+)\]", line.split(" | ")[5]).groups())
     assert lead == pytest.approx(100 * (agent - best), abs=0.006) and low <= lead <= high
+    agent_kl = np.mean([row["test_kl"] for row in rows if row["method"] == "ddpg-channel"])
+    kl_by_method: dict[str, list[float]] = {}
+    for row in rows:
+        kl_by_method.setdefault(row["method"], []).append(row["test_kl"])
+    lowest_other = min(np.mean(values) for method, values in kl_by_method.items() if method != "ddpg-channel")
+    assert line.split(" | ")[6].startswith(f"{agent_kl:.4f} / ")
+    assert f"the lowest test KL divergence in {int(agent_kl <= lowest_other)} of 1 cells." in text
     assert re.search(r"in [01] of 1 cells; random search's best reached within half of its evaluations in [0-2] of 2 ",
                      text)
     joined = target_summary.main([f"{out / 'results.jsonl'}+{out / 'results.jsonl'}"])  # one run of both files
-    assert re.search(r"^- \S+/results \+ \S+/results: .* in [0-4] of 4 runs\.$", joined, flags=re.M)
+    assert re.search(r"^- \S+/results \+ \S+/results: .* in [0-4] of 4 runs; the lowest test KL .*\.$", joined,
+                     flags=re.M)
     with pytest.raises(SystemExit, match="no rows at"):
         target_summary.main([str(out / "missing.jsonl")])
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from cwhawq.baselines import run_method
+from cwhawq.evaluation import log_probs
 from cwhawq.export import QUANTIZED_MODEL_FILE
 from cwhawq.problem import QuantProblem
 from cwhawq.result import RESULT_FILE, build_result, result_assignment, write_result
@@ -34,3 +36,17 @@ def test_result_records_the_assignment_and_the_versions_it_ran_with(digits_probl
         traces, errors = np.asarray(layer["traces"]), np.asarray(layer["trace_stderr"])
         assert layer["ranking_reliability"] == 1 - np.mean(errors**2) / np.var(traces)
     assert written["traces"]["probes"] == digits_problem.traces.n_probes
+
+
+def test_result_measures_the_test_kl_divergence_from_the_fp32_predictions(digits_problem: QuantProblem) -> None:
+    assignment = run_method(digits_problem, "greedy-channel")
+    accuracy = build_result(digits_problem, assignment, "greedy-channel", {"problem": {"model": "digits_cnn"}})[
+        "accuracy"
+    ]
+    reference = log_probs(digits_problem.model, digits_problem.data.test)
+    with digits_problem.quantizer.quantized(assignment):
+        predicted = log_probs(digits_problem.model, digits_problem.data.test)
+    expected = float((reference.exp() * (reference - predicted)).sum(dim=1).mean())
+    assert expected > 0 and accuracy["quantized_test_kl"] == pytest.approx(expected, rel=1e-4)
+    correct = int((predicted.argmax(dim=1) == digits_problem.data.test.y).sum())
+    assert accuracy["quantized_test"] == correct / len(digits_problem.data.test.y)
