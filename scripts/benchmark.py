@@ -241,6 +241,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
             "evaluations": statistics.mean(r["evaluations"] for r in group),
             "wall_s": statistics.mean(r["wall_s"] for r in group),
             "fp32_test": group[0]["fp32_test_accuracy"],
+            "test_kl": statistics.mean(r["test_kl"] for r in group) if all("test_kl" in r for r in group) else None,
             "all_within_budget": all(r["within_budget"] for r in group),
         }
     return summary
@@ -305,8 +306,9 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
         f"DDPG warm start: {config.agent.warm_start or 'none'} (layer-wise DDPG: ilp-layer); "
         f"channel action (DDPG and random search): {config.agent.action}; channel order: {config.channel_order}.",
         "Accuracies in %; test = mean ± std over seeds on the held-out test split; val = validation accuracy of the",
-        f"assignment chosen by {score}; evals = quantized validation evaluations; time = wall seconds per run",
-        "(one torch thread, 2-core machine).",
+        f"assignment chosen by {score}; test KL = mean KL divergence from the FP32 predictions on the test split",
+        "(how faithful the answer is on inputs no search measured); evals = quantized validation evaluations;",
+        "time = wall seconds per run (one torch thread, 2-core machine).",
         "",
     ]
     for model in sorted({k[0] for k in summary}):
@@ -314,8 +316,8 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
         fp32 = next(v["fp32_test"] for k, v in summary.items() if k[0] == model)
         lines += [f"### {model} (FP32 test {100 * fp32:.2f}%)", ""]
         lines += [
-            "| budget | method | test | val | avg bits | evals | time (s) | in budget |",
-            "|---|---|---|---|---|---|---|---|",
+            "| budget | method | test | val | test KL | avg bits | evals | time (s) | in budget |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for budget in budgets:
             for method in config.methods:
@@ -324,7 +326,8 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
                     continue
                 lines.append(
                     f"| {budget} | {method} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} "
-                    f"| {100 * s['val_mean']:.2f} | {s['bits_mean']:.3f} | {s['evaluations']:.0f} "
+                    f"| {100 * s['val_mean']:.2f} | {'-' if s['test_kl'] is None else format(s['test_kl'], '.4f')} "
+                    f"| {s['bits_mean']:.3f} | {s['evaluations']:.0f} "
                     f"| {s['wall_s']:.1f} | {'yes' if s['all_within_budget'] else 'NO'} |"
                 )
         lines.append("")

@@ -52,7 +52,10 @@ def test_quick_benchmark_table_and_budget(quick_benchmark):
     text = (out / "BENCHMARKS.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("| 2.5 |")]
     assert [line.split(" | ")[1] for line in table] == ALL_METHODS
-    assert all(line.count("|") == 9 and line.rstrip().endswith("| yes |") for line in table)
+    assert all(line.count("|") == 10 and line.rstrip().endswith("| yes |") for line in table)
+    greedy = next(line for line in table if line.startswith("| 2.5 | greedy-channel |"))
+    greedy_kl = next(row["test_kl"] for row in rows if row["method"] == "greedy-channel")
+    assert greedy.split(" | ")[4] == f"{greedy_kl:.4f}"
     assert "![digits_cnn](digits_cnn.png)" in text and (out / "digits_cnn.png").stat().st_size > 0
     # per seed: evaluations to random search's best, and where each run found its own best
     assert re.search(r"^- 2\.5 bits: (\d+|-) of 15, (\d+|-) of 15; own best at \d+, \d+ \(random search: \d+, \d+\)$",
