@@ -143,6 +143,11 @@ def format_interval(lead: tuple[float, float, float] | None) -> str:
     return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
+def format_kl(value: float | None) -> str:
+    """A mean test KL divergence for a table, or "-" for rows that predate it."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def measured_row(
     problem: QuantProblem, assignment: Assignment, model: str, budget: float, method: str, seed: int
 ) -> dict[str, Any]:
@@ -240,7 +245,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
             "bits_mean": statistics.mean(r["avg_bits"] for r in group),
             "evaluations": statistics.mean(r["evaluations"] for r in group),
             "wall_s": statistics.mean(r["wall_s"] for r in group),
-            "fp32_test": group[0]["fp32_test_accuracy"],
+            "fp32_test": group[0].get("fp32_test_accuracy"),  # rows of older transfer runs lack it
             "test_kl": statistics.mean(r["test_kl"] for r in group) if all("test_kl" in r for r in group) else None,
             "all_within_budget": all(r["within_budget"] for r in group),
         }
@@ -326,7 +331,7 @@ def markdown(rows: list[dict[str, Any]], config: BenchmarkConfig, images: list[P
                     continue
                 lines.append(
                     f"| {budget} | {method} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} "
-                    f"| {100 * s['val_mean']:.2f} | {'-' if s['test_kl'] is None else format(s['test_kl'], '.4f')} "
+                    f"| {100 * s['val_mean']:.2f} | {format_kl(s['test_kl'])} "
                     f"| {s['bits_mean']:.3f} | {s['evaluations']:.0f} "
                     f"| {s['wall_s']:.1f} | {'yes' if s['all_within_budget'] else 'NO'} |"
                 )

@@ -21,14 +21,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchmark import command_line, format_interval, load_rows, measured_row, paired_difference, write_section
+from benchmark import (
+    command_line,
+    format_interval,
+    format_kl,
+    load_rows,
+    measured_row,
+    paired_difference,
+    summarise,
+    write_section,
+)
 
 from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
@@ -126,13 +134,15 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
     """Markdown: per target and budget, zero-shot, fine-tune and the references (test accuracy mean ± std)."""
     lines = [
         f"Command: `{command}`. Policy trained on {source}; test accuracy in %, mean ± std over seeds "
-        "(evals = quantized validation evaluations on the target; - greedy = the mean test accuracy minus the "
-        "channel greedy's, with a 95% paired confidence interval over the test images, where the rows record them).",
+        "(evals = quantized validation evaluations on the target; test KL = mean KL divergence from the FP32 "
+        "predictions on the test split; - greedy = the mean test accuracy minus the channel greedy's, with a 95% "
+        "paired confidence interval over the test images; both where the rows record them).",
         "",
-        "| target | budget | method | test | val | avg bits | evals | in budget | - greedy, 95% CI |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target | budget | method | test | val | test KL | avg bits | evals | in budget | - greedy, 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     everything = rows + [r for r in reference if r["method"] in REFERENCE_METHODS]
+    summary = summarise(everything)
     for model in sorted({r["model"] for r in rows}):
         for budget in sorted({r["budget"] for r in rows if r["model"] == model}):
             cell = [r for r in everything if (r["model"], r["budget"]) == (model, budget)]
@@ -142,14 +152,12 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
                 if not group:
                     continue
                 lead = paired_difference(group, greedy) if greedy and method != "greedy-channel" else None
-                tests = [100 * r["test_accuracy"] for r in group]
-                spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+                s = summary[(model, budget, method)]
                 lines.append(
-                    f"| {model} | {budget} | {method} | {statistics.mean(tests):.2f} ± {spread:.2f} "
-                    f"| {100 * statistics.mean(r['val_accuracy'] for r in group):.2f} "
-                    f"| {statistics.mean(r['avg_bits'] for r in group):.3f} "
-                    f"| {statistics.mean(r['evaluations'] for r in group):.0f} "
-                    f"| {'yes' if all(r['within_budget'] for r in group) else 'NO'} | {format_interval(lead)} |"
+                    f"| {model} | {budget} | {method} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} "
+                    f"| {100 * s['val_mean']:.2f} | {format_kl(s['test_kl'])} | {s['bits_mean']:.3f} "
+                    f"| {s['evaluations']:.0f} | {'yes' if s['all_within_budget'] else 'NO'} "
+                    f"| {format_interval(lead)} |"
                 )
     return "\n".join(lines)
 
