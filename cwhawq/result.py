@@ -178,6 +178,7 @@ def format_summary(result: Mapping[str, Any], max_layers: int = 30) -> str:
         + (f"; {totals['unquantized_fp32_bytes'] / 1e3:.1f} kB of other weights kept FP32"
            if totals.get("unquantized_fp32_bytes") else ""),
         f"accuracy  val: FP32 {acc['fp32_val']:.2%} -> quantized {acc['quantized_val']:.2%}   "
-        f"test: FP32 {acc['fp32_test']:.2%} -> quantized {acc['quantized_test']:.2%}",
+        f"test: FP32 {acc['fp32_test']:.2%} -> quantized {acc['quantized_test']:.2%}"
+        + (f" (KL divergence from FP32 {acc['quantized_test_kl']:.4f})" if "quantized_test_kl" in acc else ""),
     ]
     return "\n".join(lines)

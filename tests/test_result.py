@@ -12,7 +12,7 @@ from cwhawq.baselines import run_method
 from cwhawq.evaluation import log_probs
 from cwhawq.export import QUANTIZED_MODEL_FILE
 from cwhawq.problem import QuantProblem
-from cwhawq.result import RESULT_FILE, build_result, result_assignment, write_result
+from cwhawq.result import RESULT_FILE, build_result, format_summary, result_assignment, write_result
 
 
 def test_result_records_the_assignment_and_the_versions_it_ran_with(digits_problem: QuantProblem, tmp_path) -> None:
@@ -50,3 +50,12 @@ def test_result_measures_the_test_kl_divergence_from_the_fp32_predictions(digits
     assert expected > 0 and accuracy["quantized_test_kl"] == pytest.approx(expected, rel=1e-4)
     correct = int((predicted.argmax(dim=1) == digits_problem.data.test.y).sum())
     assert accuracy["quantized_test"] == correct / len(digits_problem.data.test.y)
+
+
+def test_summary_shows_the_test_kl_divergence_when_the_result_records_it(digits_problem: QuantProblem) -> None:
+    assignment = run_method(digits_problem, "greedy-channel")
+    result = build_result(digits_problem, assignment, "greedy-channel", {"problem": {"model": "digits_cnn"}})
+    kl = result["accuracy"]["quantized_test_kl"]
+    assert f"(KL divergence from FP32 {kl:.4f})" in format_summary(result)
+    older = {**result, "accuracy": {k: v for k, v in result["accuracy"].items() if k != "quantized_test_kl"}}
+    assert "KL divergence" not in format_summary(older)  # a result.json written before the field still reads
