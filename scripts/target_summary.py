@@ -5,8 +5,9 @@
 For each `results.jsonl` written by `scripts/benchmark.py`: the channel-wise DDPG's test accuracy (mean ± std over
 seeds), the best other method's mean test accuracy, whether the DDPG's mean is at least every other method's, and
 in how many seeds the DDPG's best-so-far validation score reaches the same seed's random-search best within half of
-random search's evaluations. Several files (e.g. the same benchmark on two processors) are set side by side;
-files joined by "+" count as one run (e.g. `results.jsonl+seeds_5_9.jsonl`, seeds 0-4 and 5-9).
+random search's evaluations (and, in the runs that miss, how far short of random's best the DDPG's best within that
+half falls, relative to random's best score). Several files (e.g. the same benchmark on two processors) are set
+side by side; files joined by "+" count as one run (e.g. `results.jsonl+seeds_5_9.jsonl`, seeds 0-4 and 5-9).
 
 Where the rows record which test images each answer classifies correctly (`test_correct`, written since change 37),
 the DDPG's lead over the best other method is also given with a 95% confidence interval over the test images: each
@@ -44,10 +45,14 @@ def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[
     best = max(means, key=lambda method: means[method])
     random = {row["seed"]: row["curve"] for row in picked if row["method"] == "random"}
     paired = [row for row in agent if row["seed"] in random]
-    fast = 0
+    fast, shortfalls = 0, []
     for row in paired:
-        reached = evaluations_to_reach(row["curve"], max(random[row["seed"]]))
-        fast += reached is not None and reached <= len(random[row["seed"]]) / 2
+        target, half = max(random[row["seed"]]), len(random[row["seed"]]) // 2
+        reached = evaluations_to_reach(row["curve"], target)
+        if reached is not None and reached <= half:
+            fast += 1
+        else:
+            shortfalls.append((target - max(row["curve"][:half])) / abs(target))
     faithful = None
     if all("test_kl" in row for row in picked):
         kl = {method: statistics.mean(row["test_kl"] for row in group) for method, group in others.items()}
@@ -62,6 +67,7 @@ def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[
         "lead": paired_difference(agent, others[best]),
         "faithful": faithful,
         "fast": fast,
+        "shortfalls": shortfalls,
         "paired": len(paired),
     }
 
@@ -72,6 +78,12 @@ def _faithful(faithful: tuple[float, str, float] | None) -> str:
         return "-"
     agent, closest, other = faithful
     return f"{agent:.4f} / {closest} {other:.4f}"
+
+
+def _short(shortfalls: list[float]) -> str:
+    """How far short of random search's best the DDPG's best within half the evaluations fell, in the runs that
+    missed it (relative to random's best score)."""
+    return f" (short by {', '.join(f'{100 * gap:.1f}%' for gap in shortfalls)})" if shortfalls else ""
 
 
 def table(runs: dict[str, list[dict[str, Any]]]) -> str:
@@ -104,7 +116,8 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
                 f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | "
                 f"{summary['best_other']} {100 * summary['best_other_test']:.2f} | "
                 f"{'yes' if summary['at_least_every_other'] else 'no'} | {format_interval(summary['lead'])} | "
-                f"{_faithful(summary['faithful'])} | {summary['fast']}/{summary['paired']}"
+                f"{_faithful(summary['faithful'])} | "
+                f"{summary['fast']}/{summary['paired']}{_short(summary['shortfalls'])}"
             )
         lines.append(f"| {model} | {budget} | " + " | ".join(parts) + " |")
     lines.append("")

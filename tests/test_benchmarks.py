@@ -125,6 +125,17 @@ def test_target_summary_of_the_quick_benchmark(quick_benchmark):
         target_summary.main([str(out / "missing.jsonl")])
 
 
+def test_target_summary_says_how_far_short_of_random_search_a_slow_run_falls():
+    def row(method, seed, curve):
+        return {"model": "m", "budget": 2.0, "method": method, "seed": seed, "curve": curve, "test_accuracy": 0.5}
+
+    rows = [row("random", 0, [-0.9, -0.5, -0.4, -0.2]), row("ddpg-channel", 0, [-0.6, -0.3, -0.3, -0.1]),
+            row("random", 1, [-0.9, -0.5, -0.4, -0.2]), row("ddpg-channel", 1, [-0.3, -0.2, -0.2, -0.1])]
+    summary = target_summary.cell_summary(rows, "m", 2.0)
+    assert summary["fast"] == 1 and summary["paired"] == 2  # seed 1 reaches -0.2 at its 2nd evaluation of 4
+    assert summary["shortfalls"] == [pytest.approx(0.5)]  # seed 0: best -0.3 in its first half against -0.2
+
+
 def _rows(correct: np.ndarray) -> list[dict]:
     """Benchmark-like rows, one per seed, from a (seeds x images) 0/1 array."""
     return [{"test_correct": np.packbits(seed.astype(bool)).tobytes().hex(), "test_samples": seed.size}
