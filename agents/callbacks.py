@@ -14,7 +14,6 @@ from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from agents.ddpg import DecayingNormalNoise  # noqa: E402
 from cwhawq.problem import Assignment  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
 from cwhawq.tracking import SearchRecord  # noqa: E402
@@ -110,8 +109,6 @@ class SearchCallback(BaseCallback):
             )
         if improved:
             self.save_best()
-            if isinstance(self.model.action_noise, DecayingNormalNoise):
-                self.model.action_noise.mark_best()
             if self.imitate is not None:
                 self.imitate(np.stack([obs for obs, _ in episode_steps]), np.stack([a for _, a in episode_steps]))
         if self.record.episodes % self.checkpoint_every == 0:

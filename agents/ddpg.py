@@ -26,9 +26,7 @@ class DecayingNormalNoise(ActionNoise):
     episode, get noise; the others take the policy's action as it is (a sparse, local move from the policy's
     assignment). 0 perturbs every step, as HAQ does. With `layers_law` "geometric", the number of noisy steps is
     drawn anew per episode from a geometric law whose mean is `layers` (mostly one or two steps, now and then many;
-    every step when it reaches the episode's length). With `restart_patience` > 0, sigma returns to its initial
-    value (and decays again) once that many episodes past warm-up have gone by without a new best (`mark_best`) or a
-    restart: a search that stalls around an early best explores widely again (docs/BENCHMARKS.md, change 38).
+    every step when it reaches the episode's length).
     """
 
     # Class-level defaults: a noise pickled into a policy.zip before sparse noise existed unpickles without these
@@ -38,9 +36,6 @@ class DecayingNormalNoise(ActionNoise):
     steps_per_episode: int = 1
     _step: int = 0
     _noisy_steps: frozenset[int] | None = None
-    restart_patience: int = 0
-    _decay_from: int | None = None  # None: from the end of warm-up
-    _last_best: int = 0
 
     def __init__(
         self,
@@ -52,7 +47,6 @@ class DecayingNormalNoise(ActionNoise):
         layers: int = 0,
         steps_per_episode: int = 1,
         layers_law: str = "fixed",
-        restart_patience: int = 0,
     ) -> None:
         super().__init__()
         if layers_law not in NOISE_LAYER_LAWS:
@@ -64,7 +58,6 @@ class DecayingNormalNoise(ActionNoise):
         self.layers = layers
         self.layers_law = layers_law
         self.steps_per_episode = steps_per_episode
-        self.restart_patience = restart_patience
         self.episodes = 0
         self._step = 0
         self._noisy_steps: frozenset[int] | None = None
@@ -78,8 +71,7 @@ class DecayingNormalNoise(ActionNoise):
     @property
     def sigma(self) -> float:
         """The current standard deviation."""
-        start = self.warmup_episodes if self._decay_from is None else self._decay_from
-        return self.initial_sigma * self.decay ** max(0, self.episodes - start)
+        return self.initial_sigma * self.decay ** max(0, self.episodes - self.warmup_episodes)
 
     def _draw_noisy_steps(self) -> frozenset[int] | None:
         """The steps of a new episode that get noise, or None for every step."""
@@ -100,18 +92,10 @@ class DecayingNormalNoise(ActionNoise):
         self._step += 1
         return noise
 
-    def mark_best(self) -> None:
-        """The episode now ending set a new best (called before `reset` counts it)."""
-        self._last_best = self.episodes + 1
-
     def reset(self) -> None:
         """Called by stable-baselines3 at the end of every episode."""
         self.episodes += 1
         self._step = 0
-        if self.restart_patience > 0 and self.episodes > self.warmup_episodes:
-            start = self.warmup_episodes if self._decay_from is None else self._decay_from
-            if self.episodes - max(self._last_best, start) >= self.restart_patience:
-                self._decay_from = self.episodes
 
 
 class HaqDDPG(DDPG):
@@ -217,7 +201,6 @@ def make_agent(
         layers=settings.noise_layers,
         steps_per_episode=steps_per_episode,
         layers_law=settings.noise_layers_law,
-        restart_patience=settings.noise_restart_patience,
     )
     return HaqDDPG(
         "MlpPolicy",

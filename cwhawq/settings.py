@@ -59,8 +59,7 @@ class AgentSettings:
     explore around it, except a `warmup_random_share` of them, which sample uniformly, as does a `random_share` of
     the later episodes. Exploration noise moves `noise_layers` layers per episode, chosen at random (0: every layer,
     as HAQ; 2 by default, docs/BENCHMARKS.md change 25); with `noise_layers_law` "geometric" the number is drawn
-    per episode with that mean instead; with `noise_restart_patience` > 0 the noise returns to its initial sigma
-    after that many episodes without a new best (agents/ddpg.py). `action` is the
+    per episode with that mean instead. `action` is the
     channel-granularity action parameterisation of the environment: "level" (one scalar per layer) or "shares"
     (one share per bit-width); see `envs.action_mapping` and docs/BENCHMARKS.md for why "level" is the default.
     `observation` is the environment's observation version (`envs.observation.OBSERVATION_VERSIONS`): "v2" adds the
@@ -79,7 +78,6 @@ class AgentSettings:
     noise_decay: float = 0.99
     noise_layers: int = 2
     noise_layers_law: str = "fixed"
-    noise_restart_patience: int = 0
     gamma: float = 1.0
     tau: float = 0.01
     actor_lr: float = 1e-4

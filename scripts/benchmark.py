@@ -398,12 +398,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="share of warm-up episodes with uniform random actions after a warm start",
     )
     parser.add_argument(
-        "--noise-restart-patience",
-        type=int,
-        default=AgentSettings.noise_restart_patience,
-        help="episodes without a new best after which the exploration noise returns to its initial sigma (0: never)",
-    )
-    parser.add_argument(
         "--random-share",
         type=float,
         default=AgentSettings.random_share,
@@ -460,7 +454,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         noise_layers_law=args.noise_layers_law,
         warmup_random_share=args.warmup_random_share,
         random_share=args.random_share,
-        noise_restart_patience=args.noise_restart_patience,
         updates_per_step=args.updates_per_step,
         imitate_best=args.imitate_best,
         coarse_share=args.coarse_share,

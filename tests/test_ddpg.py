@@ -113,19 +113,3 @@ def test_random_share_samples_uniformly_after_warm_up(digits_problem, random_sha
         action, _ = agent._sample_action(agent.learning_starts, action_noise=agent.action_noise)
         uniform.append(not np.allclose(action[0], expected, atol=1e-4))
     assert uniform == [False, True, False, True] if random_share else uniform == [False] * 4
-
-
-def test_noise_restarts_after_the_patience_without_a_new_best():
-    noise = DecayingNormalNoise(size=1, sigma=0.5, decay=0.5, warmup_episodes=2, seed=0, restart_patience=3)
-    sigmas = []
-    for episode in range(12):
-        sigmas.append(noise.sigma)
-        if episode == 3:
-            noise.mark_best()  # the 4th episode sets a new best: the 3 episodes of patience count from it
-        noise.reset()
-    # warm-up (2 episodes), decay from episode 2; best at episode 3, restart at 4 + 3 = 7, again 3 later at 10
-    assert sigmas == pytest.approx([0.5, 0.5, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.5, 0.25, 0.125, 0.5, 0.25])
-    never = DecayingNormalNoise(size=1, sigma=0.5, decay=0.5, warmup_episodes=2, seed=0)
-    for _ in range(12):
-        never.reset()
-    assert never.sigma == pytest.approx(0.5 * 0.5**10)  # patience 0: HAQ's decay, no restart
