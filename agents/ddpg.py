@@ -4,7 +4,8 @@ Defaults (`cwhawq.settings.AgentSettings`) follow HAQ: 20 warm-up episodes of un
 exploration noise whose sigma shrinks by 0.99 per episode after warm-up (unlike HAQ, added to only two layers per
 episode, chosen at random: `AgentSettings.noise_layers`, docs/BENCHMARKS.md change 25), discount 1 (the only reward is
 terminal), tau 0.01, batch 64, actor and critic learning rates 1e-4 and 1e-3, 300x300 networks. The agent trains
-once per episode with as many gradient steps as the episode had steps (times `updates_per_step`).
+once per episode with as many gradient steps as the episode had steps (times `updates_per_step`). The actor is
+then pulled back toward the last episode cloned into it, the best found (`AgentSettings.anchor_steps`, change 39).
 """
 
 from __future__ import annotations
@@ -13,10 +14,31 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import DDPG
 from stable_baselines3.common.noise import ActionNoise
 
 from cwhawq.settings import NOISE_LAYER_LAWS, AgentSettings
+
+#: Regression targets are kept inside tanh's reach.
+TARGET_LIMIT = 0.98
+
+
+def clone_actions(model: DDPG, observations: np.ndarray, actions: np.ndarray, steps: int = 300) -> float:
+    """Fit the actor (and its target) to output `actions` for `observations`; return the final mean squared error."""
+    obs = torch.as_tensor(observations, dtype=torch.float32, device=model.device)
+    target = torch.as_tensor(np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT), dtype=torch.float32, device=model.device)
+    optimizer = torch.optim.Adam(model.actor.parameters(), lr=1e-3)
+    model.actor.set_training_mode(True)
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(model.actor(obs), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.actor.set_training_mode(False)
+    model.actor_target.load_state_dict(model.actor.state_dict())
+    return loss.item()
 
 
 class DecayingNormalNoise(ActionNoise):
@@ -107,7 +129,17 @@ class HaqDDPG(DDPG):
     `warmup_random_share` of the warm-up episodes still samples uniformly (0 by default; see docs/BENCHMARKS.md), and
     so does a `random_share` of the episodes after warm-up (global exploration beside the noise around the policy).
     Each update makes `updates_per_step` gradient steps per environment step collected since the last one.
+
+    `imitate` clones an episode into the actor and keeps it as the anchor: after every update, `anchor_steps` steps
+    of the same regression pull the actor back toward it. DDPG's updates alone carried the actor far from the best
+    assignment within a few episodes of warm-up's end, and exploration then followed the drifted actor; most
+    searches found nothing better after that (docs/BENCHMARKS.md, change 39).
     """
+
+    # Class-level defaults: an agent pickled into a policy.zip before the anchor existed unpickles without these
+    # attributes and then trains as it did (no anchor).
+    anchor_steps: int = 0
+    anchor: tuple[np.ndarray, np.ndarray] | None = None
 
     def __init__(
         self,
@@ -117,8 +149,11 @@ class HaqDDPG(DDPG):
         warmup_random_share: float = 0.0,
         random_share: float = 0.0,
         updates_per_step: int = 1,
+        anchor_steps: int = 0,
         **kwargs: Any,
     ) -> None:
+        self.anchor_steps = anchor_steps
+        self.anchor = None
         self.actor_lr_ratio = actor_lr_ratio
         self.updates_per_step = updates_per_step
         self.explore_from_policy = explore_from_policy
@@ -159,9 +194,17 @@ class HaqDDPG(DDPG):
         finally:
             self.action_noise = noise
 
+    def imitate(self, observations: np.ndarray, actions: np.ndarray) -> float:
+        """Clone an episode's `actions` at its `observations` into the actor and anchor it there; return the error."""
+        self.anchor = (observations, actions)
+        return clone_actions(self, observations, actions)
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        """stable-baselines3's update, `updates_per_step` times as many gradient steps as environment steps."""
+        """stable-baselines3's update, `updates_per_step` times as many gradient steps as environment steps, then
+        `anchor_steps` regression steps toward the anchor."""
         super().train(gradient_steps * self.updates_per_step, batch_size)
+        if self.anchor_steps and self.anchor is not None:
+            clone_actions(self, *self.anchor, steps=self.anchor_steps)
 
     def _update_learning_rate(self, optimizers: Any) -> None:
         super()._update_learning_rate(optimizers)
@@ -217,6 +260,7 @@ def make_agent(
         train_freq=(1, "episode"),
         gradient_steps=-1,
         updates_per_step=settings.updates_per_step,
+        anchor_steps=settings.anchor_steps,
         action_noise=noise,
         policy_kwargs={"net_arch": network_shape(settings)},
         tensorboard_log=tensorboard_log,

@@ -25,10 +25,9 @@ import torch
 from scipy.optimize import least_squares
 from sklearn.linear_model import Ridge
 
-from agents.ddpg import HaqDDPG, make_agent
+from agents.ddpg import TARGET_LIMIT, HaqDDPG, clone_actions, make_agent
 from agents.policy_bundle import env_signature, save_bundle
 from agents.rollout import play_actions
-from agents.warm_start import TARGET_LIMIT, clone_actions
 from cwhawq.errors import CwhawqError
 from cwhawq.problem import Assignment, QuantProblem, build_problem
 from cwhawq.result import read_result, result_assignment

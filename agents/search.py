@@ -23,7 +23,6 @@ import dataclasses
 import json
 import random
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from agents.callbacks import SearchCallback
 from agents.ddpg import DecayingNormalNoise, make_agent, settings_shape
 from agents.policy_bundle import load_bundle, save_bundle
 from agents.rollout import Outcome, reuse_outcomes, rollout_with_reward
-from agents.warm_start import clone_actions, warm_start
+from agents.warm_start import warm_start
 from cwhawq.errors import CwhawqError
 from cwhawq.evaluation_memo import EVALUATIONS_FILE, EvaluationMemo
 from cwhawq.problem import Assignment, QuantProblem
@@ -52,12 +51,14 @@ COARSE_WARM_START = "ilp-layer"
 #: Settings whose value, in a state saved before the setting was recorded, differs from today's default: a
 #: search saved before "objective" existed chose by accuracy, not by today's "kl", one saved before
 #: "noise_layers" existed put noise on every layer, one saved before "channel_order" ranked by trace, and one saved
-#: before "kl_train_samples" measured the KL divergence on validation alone.
+#: before "kl_train_samples" measured the KL divergence on validation alone, and one saved before "anchor_steps"
+#: did not pull its actor back toward the best.
 SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
     ("problem", "objective"): "accuracy",
     ("agent", "noise_layers"): 0,
     ("problem", "channel_order"): "trace",
     ("problem", "kl_train_samples"): 0,
+    ("agent", "anchor_steps"): 0,
 }
 #: Settings that may change when a search is resumed: where it runs, not what it searches.
 SETTINGS_FREE_ON_RESUME: frozenset[tuple[str, str]] = frozenset({("problem", "device")})
@@ -99,6 +100,8 @@ def check_settings(settings: SearchSettings) -> None:
         raise CwhawqError(f"exploration noise sigma must be 0 or more, not {agent.noise_sigma}; the default is 0.5")
     if agent.noise_layers < 0:
         raise CwhawqError(f"noise layers must be 0 (every layer) or more, not {agent.noise_layers}")
+    if agent.anchor_steps < 0:
+        raise CwhawqError(f"anchor steps must be 0 (no anchor) or more, not {agent.anchor_steps}; the default is 30")
     if agent.noise_layers_law not in NOISE_LAYER_LAWS:
         law = agent.noise_layers_law
         raise CwhawqError(f"unknown noise layers law {law!r}; use one of {list(NOISE_LAYER_LAWS)}")
@@ -360,7 +363,7 @@ class SearchRun:
             checkpoint_every=self.settings.checkpoint_every,
             progress=self.settings.progress,
             earlier=self._unlogged,
-            imitate=partial(clone_actions, self.model) if self.settings.agent.imitate_best else None,
+            imitate=self.model.imitate if self.settings.agent.imitate_best else None,
             label=f"{self.env.granularity}-wise search",
         )
         interrupted = False

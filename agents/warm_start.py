@@ -28,25 +28,6 @@ from envs.channel_bits_env import ChannelBitsEnv, evaluate_outcome
 
 #: `warm_start` value that evaluates every deterministic baseline and starts from the best on validation.
 BEST = "best"
-#: Regression targets are kept inside tanh's reach.
-TARGET_LIMIT = 0.98
-
-
-def clone_actions(model: HaqDDPG, observations: np.ndarray, actions: np.ndarray, steps: int = 300) -> float:
-    """Fit the actor (and its target) to output `actions` for `observations`; return the final mean squared error."""
-    obs = torch.as_tensor(observations, dtype=torch.float32, device=model.device)
-    target = torch.as_tensor(np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT), dtype=torch.float32, device=model.device)
-    optimizer = torch.optim.Adam(model.actor.parameters(), lr=1e-3)
-    model.actor.set_training_mode(True)
-    loss = torch.tensor(0.0)
-    for _ in range(steps):
-        loss = torch.nn.functional.mse_loss(model.actor(obs), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.actor.set_training_mode(False)
-    model.actor_target.load_state_dict(model.actor.state_dict())
-    return loss.item()
 
 
 def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[Outcome]:
@@ -91,6 +72,6 @@ def warm_start(
         evaluations.append(outcome(steps))
     elif baseline_actor is not None:
         model.actor.load_state_dict(baseline_actor)
-    clone_actions(model, np.stack([step[0] for step in steps]), np.stack(actions))
+    model.imitate(np.stack([step[0] for step in steps]), np.stack(actions))
     model.explore_from_policy = True
     return evaluations

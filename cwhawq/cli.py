@@ -197,6 +197,7 @@ def _search(args: argparse.Namespace) -> None:
             action=args.action,
             observation=args.observation,
             imitate_best=args.imitate_best,
+            anchor_steps=args.anchor_steps,
             coarse_share=args.coarse_share,
         ),
         episodes=args.episodes,
@@ -401,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=AgentSettings.imitate_best,
         help="clone every new best episode into the actor, so that exploration follows the best found (default)",
+    )
+    group.add_argument(
+        "--anchor-steps",
+        type=int,
+        default=AgentSettings.anchor_steps,
+        help=f"regression steps after every update that pull the actor back toward the best episode cloned into it "
+        f"(0: none; default {AgentSettings.anchor_steps})",
     )
     group.add_argument(
         "--coarse-share",

@@ -65,7 +65,9 @@ class AgentSettings:
     `observation` is the environment's observation version (`envs.observation.OBSERVATION_VERSIONS`): "v2" adds the
     baselines' per-layer levels. The agent trains once per episode with `updates_per_step` gradient steps per
     environment step of the episode (HAQ: 1). With `imitate_best`, every new best episode is cloned into the actor
-    (self-imitation), so that exploration follows the best assignment found so far. With `coarse_share` > 0, a
+    (self-imitation), and after every update `anchor_steps` regression steps pull the actor back toward it, so that
+    exploration follows the best assignment found so far (0: DDPG's updates alone move the actor, which then
+    drifts away from the best; docs/BENCHMARKS.md change 39). With `coarse_share` > 0, a
     channel-granularity search spends that share of its episodes on a layer-wise search first, whose best
     assignment joins the channel-wise search's warm-start candidates (coarse to fine; agents/search.py).
     `actor_arch` gives the actor its own hidden layers (None: `net_arch`, as the critic; (): a linear actor, the
@@ -93,6 +95,7 @@ class AgentSettings:
     observation: str = "v1"
     updates_per_step: int = 1
     imitate_best: bool = True
+    anchor_steps: int = 30
     coarse_share: float = 0.0
 
 

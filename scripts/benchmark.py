@@ -416,6 +416,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="clone every new best episode into the actor (self-imitation)",
     )
     parser.add_argument(
+        "--anchor-steps",
+        type=int,
+        default=AgentSettings.anchor_steps,
+        help="regression steps toward the best episode after every update (0: none)",
+    )
+    parser.add_argument(
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
     )
     parser.add_argument(
@@ -456,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         random_share=args.random_share,
         updates_per_step=args.updates_per_step,
         imitate_best=args.imitate_best,
+        anchor_steps=args.anchor_steps,
         coarse_share=args.coarse_share,
     )
     if args.quick:

@@ -1,10 +1,12 @@
-"""The DDPG agent's HAQ schedule: decaying noise, split learning rates, and how warm-up episodes act."""
+"""The DDPG agent's HAQ schedule: decaying noise, split learning rates, how warm-up episodes act, the anchor."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 from stable_baselines3.common.logger import configure
 
-from agents.ddpg import DecayingNormalNoise, make_agent
+from agents.ddpg import TARGET_LIMIT, DecayingNormalNoise, make_agent
 from cwhawq.settings import AgentSettings
 from envs.channel_bits_env import ChannelBitsEnv
 
@@ -113,3 +115,37 @@ def test_random_share_samples_uniformly_after_warm_up(digits_problem, random_sha
         action, _ = agent._sample_action(agent.learning_starts, action_noise=agent.action_noise)
         uniform.append(not np.allclose(action[0], expected, atol=1e-4))
     assert uniform == [False, True, False, True] if random_share else uniform == [False] * 4
+
+
+def _actor_drift(agent, observations, actions) -> float:
+    """Largest gap between the deterministic actor's actions and `actions` at `observations`."""
+    predicted, _ = agent.predict(observations, deterministic=True)
+    return float(np.abs(predicted - np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT)).max())
+
+
+def test_imitate_clones_an_episode_and_anchors_the_actor_there(digits_problem):
+    env = ChannelBitsEnv(digits_problem)
+    agent = make_agent(env, AgentSettings(net_arch=(32,)), env.n_steps, seed=0)
+    observations = np.random.default_rng(0).uniform(-1, 1, (env.n_steps, *env.observation_space.shape))
+    actions = np.linspace(-0.5, 0.5, env.n_steps * env.action_space.shape[0]).reshape(env.n_steps, -1)
+    assert agent.anchor is None
+    agent.imitate(observations, actions)
+    assert agent.anchor[0] is observations and agent.anchor[1] is actions
+    assert _actor_drift(agent, observations, actions) < 0.05
+
+
+def test_updates_pull_the_actor_back_toward_the_anchor(digits_problem):
+    # DDPG's updates move the actor away from the episode it imitated; with anchor steps, each update ends with
+    # a regression back toward it, so the actor stays closer than without.
+    env = ChannelBitsEnv(digits_problem)
+    settings = AgentSettings(net_arch=(8,), warmup_episodes=1, batch_size=4, actor_lr=1e-3, updates_per_step=10)
+    drifts = {}
+    for steps in (0, 30):
+        agent = make_agent(env, dataclasses.replace(settings, anchor_steps=steps), env.n_steps, seed=0)
+        observations = np.stack([env.reset()[0]] * env.n_steps)
+        actions = np.full((env.n_steps, env.action_space.shape[0]), 0.5)
+        agent.imitate(observations, actions)
+        agent.learn(total_timesteps=6 * env.n_steps)
+        drifts[steps] = _actor_drift(agent, observations, actions)
+    assert drifts[0] > 0.5  # the updates alone carry the actor far off the episode
+    assert drifts[30] < 0.7 * drifts[0]

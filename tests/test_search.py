@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agents.ddpg import HaqDDPG
 from agents.policy_bundle import load_bundle, save_bundle
 from agents.search import SearchRun
 from cwhawq.errors import CwhawqError
@@ -117,6 +118,23 @@ def test_resuming_a_search_saved_before_training_inputs_joined_the_kl_is_refused
         SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
 
 
+def test_resuming_a_search_saved_before_the_anchor_needs_anchor_steps_0(digits_problem, tmp_path):
+    out = tmp_path / "run"
+    search_saved_without(digits_problem, out, "agent", "anchor_steps")  # every search then trained without it
+    env = ChannelBitsEnv(digits_problem)
+    model, metadata = load_bundle(out / "policy.zip", env)
+    for name in ("anchor_steps", "anchor"):  # the agent as pickled then
+        del model.__dict__[name]
+    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
+    with pytest.raises(CwhawqError, match=r"other settings \(agent.anchor_steps\)"):
+        SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
+    old = settings_for(out, episodes=12, resume=True)
+    old.agent.anchor_steps = 0
+    run = SearchRun(digits_problem, old)
+    assert run.model.anchor_steps == 0 and run.model.anchor is None
+    assert run.run()["search"]["episodes"] == 12
+
+
 def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(digits_problem, tmp_path):
     out = tmp_path / "run"
     search_saved_without(digits_problem, out, "agent", "noise_layers", episodes=12)
@@ -212,7 +230,7 @@ def test_seeded_searches_are_identical(digits_problem, tmp_path):
 
 def test_imitate_best_clones_each_new_best_episode(digits_problem, tmp_path, monkeypatch):
     imitated = []
-    monkeypatch.setattr("agents.search.clone_actions", lambda model, obs, actions: imitated.append((obs, actions)))
+    monkeypatch.setattr(HaqDDPG, "imitate", lambda model, obs, actions: imitated.append((obs, actions)))
     settings = settings_for(tmp_path / "run", episodes=12)
     settings.agent.warm_start = None  # every improvement then comes from an episode
     settings.agent.imitate_best = True
@@ -312,6 +330,13 @@ def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch
 def test_coarse_share_outside_unit_interval_is_refused(digits_problem, tmp_path, share):
     with pytest.raises(CwhawqError, match="coarse share"):
         SearchRun(digits_problem, coarse_settings_for(tmp_path / "run", episodes=4, coarse_share=share))
+
+
+def test_negative_anchor_steps_are_refused_in_one_line(digits_problem, tmp_path):
+    settings = settings_for(tmp_path / "run", episodes=4)
+    settings.agent.anchor_steps = -1
+    with pytest.raises(CwhawqError, match="anchor steps must be 0 .* or more, not -1"):
+        SearchRun(digits_problem, settings)
 
 
 def test_unknown_noise_layers_law_is_refused_in_one_line(digits_problem, tmp_path):
