@@ -41,7 +41,8 @@ class SearchCallback(BaseCallback):
 
     Scalars go to TensorBoard under `search/` with the episode number as the step: reward, validation accuracy
     and KL divergence from the full-precision predictions, average bits, size in MB, the validation accuracy of
-    the best assignment so far (best by the problem's objective), exploration sigma; the per-layer average bits
+    the best assignment so far (best by the problem's objective), exploration sigma, how far the actor has moved
+    from the episode it imitates (`HaqDDPG.anchor_drift`, in action units); the per-layer average bits
     of each episode as a histogram, and a bar chart of the best assignment's per-layer bits at checkpoints.
     """
 
@@ -134,6 +135,9 @@ class SearchCallback(BaseCallback):
         writer.add_scalar("search/best_val_accuracy", self.record.best_val_accuracy, episode)
         if noise is not None:
             writer.add_scalar("search/noise_sigma", noise.sigma, episode)
+        drift = self.model.anchor_drift()
+        if drift is not None:
+            writer.add_scalar("search/actor_drift", drift, episode)
         layer_bits = np.array([np.mean(info["assignment"][name]) for name in self.layer_names])
         writer.add_histogram("search/layer_avg_bits", layer_bits, episode)
 

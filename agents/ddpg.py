@@ -199,6 +199,15 @@ class HaqDDPG(DDPG):
         self.anchor = (observations, actions)
         return clone_actions(self, observations, actions)
 
+    def anchor_drift(self) -> float | None:
+        """Largest gap between the actor's actions and the anchor's at its observations (None without an anchor)."""
+        if self.anchor is None:
+            return None
+        observations, actions = self.anchor
+        with torch.no_grad():
+            predicted = self.actor(torch.as_tensor(observations, dtype=torch.float32, device=self.device))
+        return float(np.abs(predicted.cpu().numpy() - np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT)).max())
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """stable-baselines3's update, `updates_per_step` times as many gradient steps as environment steps, then
         `anchor_steps` regression steps toward the anchor."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.logger import configure
 
-from agents.ddpg import TARGET_LIMIT, DecayingNormalNoise, make_agent
+from agents.ddpg import DecayingNormalNoise, make_agent
 from cwhawq.settings import AgentSettings
 from envs.channel_bits_env import ChannelBitsEnv
 
@@ -117,21 +117,17 @@ def test_random_share_samples_uniformly_after_warm_up(digits_problem, random_sha
     assert uniform == [False, True, False, True] if random_share else uniform == [False] * 4
 
 
-def _actor_drift(agent, observations, actions) -> float:
-    """Largest gap between the deterministic actor's actions and `actions` at `observations`."""
-    predicted, _ = agent.predict(observations, deterministic=True)
-    return float(np.abs(predicted - np.clip(actions, -TARGET_LIMIT, TARGET_LIMIT)).max())
-
-
 def test_imitate_clones_an_episode_and_anchors_the_actor_there(digits_problem):
     env = ChannelBitsEnv(digits_problem)
     agent = make_agent(env, AgentSettings(net_arch=(32,)), env.n_steps, seed=0)
     observations = np.random.default_rng(0).uniform(-1, 1, (env.n_steps, *env.observation_space.shape))
     actions = np.linspace(-0.5, 0.5, env.n_steps * env.action_space.shape[0]).reshape(env.n_steps, -1)
-    assert agent.anchor is None
+    assert agent.anchor is None and agent.anchor_drift() is None
     agent.imitate(observations, actions)
     assert agent.anchor[0] is observations and agent.anchor[1] is actions
-    assert _actor_drift(agent, observations, actions) < 0.05
+    assert agent.anchor_drift() < 0.05
+    predicted, _ = agent.predict(observations, deterministic=True)
+    assert agent.anchor_drift() == pytest.approx(np.abs(predicted - actions).max(), abs=1e-6)
 
 
 def test_updates_pull_the_actor_back_toward_the_anchor(digits_problem):
@@ -146,6 +142,6 @@ def test_updates_pull_the_actor_back_toward_the_anchor(digits_problem):
         actions = np.full((env.n_steps, env.action_space.shape[0]), 0.5)
         agent.imitate(observations, actions)
         agent.learn(total_timesteps=6 * env.n_steps)
-        drifts[steps] = _actor_drift(agent, observations, actions)
+        drifts[steps] = agent.anchor_drift()
     assert drifts[0] > 0.5  # the updates alone carry the actor far off the episode
     assert drifts[30] < 0.7 * drifts[0]

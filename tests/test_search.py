@@ -16,7 +16,9 @@ from cwhawq.settings import AgentSettings, SearchSettings
 from envs.channel_bits_env import ChannelBitsEnv
 from tests.conftest import val_score
 
-SCALARS = ["reward", "val_accuracy", "val_kl", "avg_bits", "size_mb", "best_val_accuracy", "noise_sigma"]
+SCALARS = [
+    "reward", "val_accuracy", "val_kl", "avg_bits", "size_mb", "best_val_accuracy", "noise_sigma", "actor_drift"
+]
 
 
 def settings_for(out, episodes, resume=False):
@@ -53,6 +55,8 @@ def test_short_search_writes_everything(digits_problem, tmp_path):
     for tag in SCALARS:
         values = events.Scalars(f"search/{tag}")
         assert [v.step for v in values] == list(range(14)), tag
+    drift = [v.value for v in events.Scalars("search/actor_drift")]
+    assert drift[0] < 0.1 and min(drift) >= 0  # the warm start's best was just cloned into the actor
     assert events.Histograms("search/layer_avg_bits")
 
 
