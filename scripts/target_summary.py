@@ -31,16 +31,16 @@ AGENT = "ddpg-channel"
 
 
 def cell_summary(rows: list[dict[str, Any]], model: str, budget: float) -> dict[str, Any] | None:
-    """The targets' figures for one model and budget (None without channel-wise DDPG rows)."""
+    """The targets' figures for one model and budget (None without channel-wise DDPG rows or another method's)."""
     picked = [row for row in rows if row["model"] == model and row["budget"] == budget]
     agent = [row for row in picked if row["method"] == AGENT]
-    if not agent:
-        return None
-    tests = [row["test_accuracy"] for row in agent]
     others: dict[str, list[dict[str, Any]]] = {}
     for row in picked:
         if row["method"] != AGENT:
             others.setdefault(row["method"], []).append(row)
+    if not agent or not others:
+        return None
+    tests = [row["test_accuracy"] for row in agent]
     means = {method: statistics.mean(row["test_accuracy"] for row in group) for method, group in others.items()}
     best = max(means, key=lambda method: means[method])
     random = {row["seed"]: row["curve"] for row in picked if row["method"] == "random"}
@@ -146,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         runs[name] = [
             row for path in group for row in load_rows(path) if args.seeds is None or row["seed"] < args.seeds
         ]
+    if not any(cell_summary(rows, row["model"], row["budget"]) for rows in runs.values() for row in rows):
+        raise SystemExit(
+            f"error: no model and budget has both {AGENT} rows and another method's; pass a benchmark run's "
+            "results.jsonl, or join the files of one run with a+b"
+        )
     text = table(runs)
     print(text)
     return text

@@ -125,6 +125,16 @@ def test_target_summary_of_the_quick_benchmark(quick_benchmark):
         target_summary.main([str(out / "missing.jsonl")])
 
 
+def test_target_summary_refuses_rows_with_nothing_to_compare_in_one_line(quick_benchmark, tmp_path):
+    out, _ = quick_benchmark
+    agent_only = tmp_path / "results.jsonl"
+    agent_only.write_text("".join(line for line in (out / "results.jsonl").read_text().splitlines(keepends=True)
+                                  if '"method": "ddpg-channel"' in line))
+    assert agent_only.read_text()
+    with pytest.raises(SystemExit, match="no model and budget has both ddpg-channel rows and another method's"):
+        target_summary.main([str(agent_only)])
+
+
 def test_target_summary_says_how_far_short_of_random_search_a_slow_run_falls():
     def row(method, seed, curve):
         return {"model": "m", "budget": 2.0, "method": method, "seed": seed, "curve": curve, "test_accuracy": 0.5}
