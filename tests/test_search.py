@@ -98,6 +98,16 @@ def search_saved_without(problem, out, part: str, setting: str, episodes: int = 
     (out / "state.json").write_text(json.dumps(state))
 
 
+def agent_saved_without(problem, out, attributes: tuple[str, ...], part=lambda model: model) -> None:
+    """Drop `attributes` from the agent saved in `out` (or from the `part` of it), as an agent pickled before they
+    existed holds it."""
+    env = ChannelBitsEnv(problem)
+    model, metadata = load_bundle(out / "policy.zip", env)
+    for name in attributes:
+        del part(model).__dict__[name]
+    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
+
+
 def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem, tmp_path):
     out = tmp_path / "run"
     search_saved_without(digits_problem, out, "problem", "objective")  # every search then used accuracy
@@ -125,11 +135,7 @@ def test_resuming_a_search_saved_before_training_inputs_joined_the_kl_is_refused
 def test_resuming_a_search_saved_before_the_anchor_needs_anchor_steps_0(digits_problem, tmp_path):
     out = tmp_path / "run"
     search_saved_without(digits_problem, out, "agent", "anchor_steps")  # every search then trained without it
-    env = ChannelBitsEnv(digits_problem)
-    model, metadata = load_bundle(out / "policy.zip", env)
-    for name in ("anchor_steps", "anchor"):  # the agent as pickled then
-        del model.__dict__[name]
-    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
+    agent_saved_without(digits_problem, out, ("anchor_steps", "anchor"))
     with pytest.raises(CwhawqError, match=r"other settings \(agent.anchor_steps\)"):
         SearchRun(digits_problem, settings_for(out, episodes=12, resume=True))
     old = settings_for(out, episodes=12, resume=True)
@@ -142,11 +148,8 @@ def test_resuming_a_search_saved_before_the_anchor_needs_anchor_steps_0(digits_p
 def test_resuming_a_search_saved_before_sparse_noise_keeps_noise_on_every_layer(digits_problem, tmp_path):
     out = tmp_path / "run"
     search_saved_without(digits_problem, out, "agent", "noise_layers", episodes=12)
-    env = ChannelBitsEnv(digits_problem)
-    model, metadata = load_bundle(out / "policy.zip", env)
-    for name in ("layers", "steps_per_episode", "_step", "_noisy_steps"):  # the noise as pickled then
-        del model.action_noise.__dict__[name]
-    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
+    noise_attributes = ("layers", "steps_per_episode", "_step", "_noisy_steps")  # the noise as pickled then
+    agent_saved_without(digits_problem, out, noise_attributes, part=lambda model: model.action_noise)
     with pytest.raises(CwhawqError, match=r"other settings \(agent.noise_layers\)"):
         SearchRun(digits_problem, settings_for(out, episodes=16, resume=True))
     old = settings_for(out, episodes=16, resume=True)
