@@ -136,11 +136,6 @@ class HaqDDPG(DDPG):
     searches found nothing better after that (docs/BENCHMARKS.md, change 39).
     """
 
-    # Class-level defaults: an agent pickled into a policy.zip before the anchor existed unpickles without these
-    # attributes and then trains as it did (no anchor).
-    anchor_steps: int = 0
-    anchor: tuple[np.ndarray, np.ndarray] | None = None
-
     def __init__(
         self,
         *args: Any,
@@ -152,8 +147,10 @@ class HaqDDPG(DDPG):
         anchor_steps: int = 0,
         **kwargs: Any,
     ) -> None:
+        # stable-baselines3's load() runs __init__ before it restores the saved attributes, so an agent saved before
+        # the anchor existed comes back with none (and trains as it did).
         self.anchor_steps = anchor_steps
-        self.anchor = None
+        self.anchor: tuple[np.ndarray, np.ndarray] | None = None
         self.actor_lr_ratio = actor_lr_ratio
         self.updates_per_step = updates_per_step
         self.explore_from_policy = explore_from_policy
