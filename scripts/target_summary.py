@@ -86,10 +86,15 @@ def _short(shortfalls: list[float]) -> str:
     return f" (short by {', '.join(f'{100 * gap:.1f}%' for gap in shortfalls)})" if shortfalls else ""
 
 
+def cells_of(runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, float]]:
+    """Every (model, budget) of the runs, once each, in the order the rows first name them."""
+    return list(dict.fromkeys((row["model"], row["budget"]) for rows in runs.values() for row in rows))
+
+
 def table(runs: dict[str, list[dict[str, Any]]]) -> str:
     """A Markdown table: one row per model and budget, six columns per run, and a totals line per run."""
     names = list(runs)
-    cells = list(dict.fromkeys((row["model"], row["budget"]) for rows in runs.values() for row in rows))
+    cells = cells_of(runs)
     header = "| model | budget | " + " | ".join(
         f"DDPG test ({name}) | best other ({name}) | DDPG >= all ({name}) | DDPG - best other, 95% CI ({name}) | "
         f"test KL: DDPG / lowest other ({name}) | random's best by half ({name})"
@@ -146,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         runs[name] = [
             row for path in group for row in load_rows(path) if args.seeds is None or row["seed"] < args.seeds
         ]
-    if not any(cell_summary(rows, row["model"], row["budget"]) for rows in runs.values() for row in rows):
+    if not any(cell_summary(rows, model, budget) for rows in runs.values() for model, budget in cells_of(runs)):
         raise SystemExit(
             f"error: no model and budget has both {AGENT} rows and another method's; pass a benchmark run's "
             "results.jsonl, or join the files of one run with a+b"
