@@ -60,6 +60,9 @@ SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
     ("problem", "kl_train_samples"): 0,
     ("agent", "anchor_steps"): 0,
 }
+#: Agent settings a resumed fine-tune keeps from its state, whatever the resuming command says: its bundle's network
+#: shape, and the exploration schedule `cwhawq apply` set for its length (`AgentSettings.schedule_for`).
+FINE_TUNE_OWN_SETTINGS: tuple[str, ...] = ("net_arch", "actor_arch", "warmup_episodes", "noise_decay")
 #: Settings that may change when a search is resumed: where it runs, not what it searches.
 SETTINGS_FREE_ON_RESUME: frozenset[tuple[str, str]] = frozenset({("problem", "device")})
 
@@ -100,6 +103,8 @@ def check_settings(settings: SearchSettings) -> None:
         raise CwhawqError(f"exploration noise sigma must be 0 or more, not {agent.noise_sigma}; the default is 0.5")
     if agent.noise_layers < 0:
         raise CwhawqError(f"noise layers must be 0 (every layer) or more, not {agent.noise_layers}")
+    if not 0.0 < agent.noise_decay <= 1.0:
+        raise CwhawqError(f"noise decay must be in (0, 1], not {agent.noise_decay}; 1 keeps the noise constant")
     if agent.anchor_steps < 0:
         raise CwhawqError(f"anchor steps must be 0 (no anchor) or more, not {agent.anchor_steps}; the default is 30")
     if agent.noise_layers_law not in NOISE_LAYER_LAWS:
@@ -214,14 +219,14 @@ class SearchRun:
         fine_tune = state.get("method") == "policy-finetune"
         # The agent's settings live on in the saved agent, so they must match too, or result.json would record
         # settings the search did not use. Keys an older state lacks were then at their current defaults, except
-        # those in `SETTINGS_BEFORE_RECORDED`. A fine-tune's network shape is its bundle's, not a setting of the
-        # command that resumes it.
+        # those in `SETTINGS_BEFORE_RECORDED`. A fine-tune's network shape is its bundle's and its exploration
+        # schedule the one `cwhawq apply` set for its length, not settings of the command that resumes it.
         differing = [
             f"{part}.{key}"
             for part in ("problem", "agent")
             for key, value in current[part].items()
             if state["settings"][part].get(key, SETTINGS_BEFORE_RECORDED.get((part, key), value)) != value
-            and not (fine_tune and key in ("net_arch", "actor_arch"))
+            and not (fine_tune and key in FINE_TUNE_OWN_SETTINGS)
             and (part, key) not in SETTINGS_FREE_ON_RESUME
         ]
         if differing:
@@ -237,6 +242,8 @@ class SearchRun:
                 self.settings.agent,
                 net_arch=tuple(recorded["net_arch"]),
                 actor_arch=None if actor_arch is None else tuple(actor_arch),
+                warmup_episodes=recorded["warmup_episodes"],
+                noise_decay=recorded["noise_decay"],
             )
         if state["record"] is None:  # stopped before its first checkpoint
             start_from = Path(state["start_from"]) if state.get("start_from") else None

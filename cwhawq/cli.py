@@ -24,6 +24,7 @@ from cwhawq.errors import CwhawqError
 from cwhawq.settings import (
     CHANNEL_ORDERS,
     DEFAULT_BIT_WIDTHS,
+    DEFAULT_EPISODES,
     NOISE_LAYER_LAWS,
     OBJECTIVES,
     PROBE_DATA,
@@ -146,6 +147,17 @@ def add_noise_layer_arguments(parser: argparse.ArgumentParser | argparse._Argume
     )
 
 
+def add_anchor_steps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--anchor-steps` (`AgentSettings.anchor_steps`), shared by `search`, `apply` and the benchmark scripts."""
+    parser.add_argument(
+        "--anchor-steps",
+        type=int,
+        default=AgentSettings.anchor_steps,
+        help=f"regression steps after every update that pull the actor back toward the best episode cloned into it "
+        f"(0: none; default {AgentSettings.anchor_steps})",
+    )
+
+
 def problem_settings(args: argparse.Namespace) -> ProblemSettings:
     """Build `ProblemSettings` from parsed arguments."""
     budget_bits = args.budget_bits if args.budget_bits is not None or args.budget_mb is not None else 2.5
@@ -240,7 +252,7 @@ def _exit_if_interrupted(result: dict, hint: str) -> None:
 def _apply(args: argparse.Namespace) -> None:
     from agents.policy_bundle import load_bundle, read_metadata
     from agents.rollout import ZERO_SHOT_OUTCOMES, best_outcome, reuse_outcomes
-    from agents.search import SearchRun, check_out_dir
+    from agents.search import SearchRun, check_out_dir, check_settings
     from cwhawq.export import PACKED_WEIGHTS_FILE, QUANTIZED_MODEL_FILE
     from cwhawq.problem import build_problem
     from cwhawq.result import build_result, format_summary, write_result
@@ -256,7 +268,10 @@ def _apply(args: argparse.Namespace) -> None:
     agent = AgentSettings(
         action=metadata.get("action", AgentSettings.action),
         observation=metadata.get("observation_version", AgentSettings.observation),
+        anchor_steps=args.anchor_steps,
     )
+    if args.finetune_episodes > 0:
+        agent = agent.schedule_for(args.finetune_episodes, args.warmup_episodes, args.noise_decay)
     settings = SearchSettings(
         problem=problem_cfg,
         agent=agent,
@@ -267,6 +282,7 @@ def _apply(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     if args.finetune_episodes > 0:
+        check_settings(settings)
         check_out_dir(settings, fine_tune=True)
     elif (settings.out_dir / "result.json").exists():
         raise CwhawqError(f"{settings.out_dir} already holds a result; pass another --out")
@@ -376,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="train the DDPG agent to find channel bit-widths")
     add_problem_arguments(search)
     group = search.add_argument_group("search")
-    group.add_argument("--episodes", type=int, default=300)
+    group.add_argument("--episodes", type=int, default=DEFAULT_EPISODES)
     group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
     group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
     add_noise_layer_arguments(group)
@@ -403,13 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=AgentSettings.imitate_best,
         help="clone every new best episode into the actor, so that exploration follows the best found (default)",
     )
-    group.add_argument(
-        "--anchor-steps",
-        type=int,
-        default=AgentSettings.anchor_steps,
-        help=f"regression steps after every update that pull the actor back toward the best episode cloned into it "
-        f"(0: none; default {AgentSettings.anchor_steps})",
-    )
+    add_anchor_steps_argument(group)
     group.add_argument(
         "--coarse-share",
         type=float,
@@ -426,6 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_arguments(apply)
     group = apply.add_argument_group("apply")
     group.add_argument("--finetune-episodes", type=int, default=0, help="continue training for N episodes")
+    group.add_argument(
+        "--warmup-episodes",
+        type=int,
+        help=f"fine-tune warm-up episodes (default: the same share of N as {AgentSettings.warmup_episodes} of a "
+        f"{DEFAULT_EPISODES}-episode search)",
+    )
+    group.add_argument(
+        "--noise-decay",
+        type=float,
+        help="per-episode decay of the fine-tune's exploration noise (default: the rate that ends N episodes with "
+        f"the noise a {DEFAULT_EPISODES}-episode search ends with)",
+    )
+    add_anchor_steps_argument(group)
     group.add_argument("--out", help="output directory (default runs/apply_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the fine-tune saved in --out")
     group.add_argument("--quiet", action="store_true", help="no progress bars")

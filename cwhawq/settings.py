@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ NOISE_LAYER_LAWS = ("fixed", "geometric")
 PROBE_DATA = ("all", "batch")
 #: The largest seed that numpy, torch and scikit-learn all accept.
 MAX_SEED = 2**32 - 1
+#: Episodes of a search by default (`cwhawq search`), the length `AgentSettings`' exploration schedule is set for.
+DEFAULT_EPISODES = 300
 
 
 def check_seed(seed: int) -> None:
@@ -98,6 +100,23 @@ class AgentSettings:
     anchor_steps: int = 30
     coarse_share: float = 0.0
 
+    def schedule_for(
+        self, episodes: int, warmup_episodes: int | None = None, noise_decay: float | None = None
+    ) -> AgentSettings:
+        """These settings with the exploration schedule stretched or squeezed to `episodes` episodes: warm-up
+        takes the same share of them, and the noise decays per episode so that it ends as small as over
+        `DEFAULT_EPISODES` episodes. A fine-tune of a third of a search's episodes (`cwhawq apply`) explores on this
+        schedule; with the default one it would end before its noise had decayed (docs/BENCHMARKS.md, change 41).
+        `warmup_episodes` and `noise_decay`, where given, are kept as they are instead."""
+        if episodes < 1:
+            raise CwhawqError(f"a schedule needs at least 1 episode, not {episodes}")
+        ratio = episodes / DEFAULT_EPISODES
+        return replace(
+            self,
+            warmup_episodes=round(self.warmup_episodes * ratio) if warmup_episodes is None else warmup_episodes,
+            noise_decay=self.noise_decay ** (1 / ratio) if noise_decay is None else noise_decay,
+        )
+
 
 @dataclass
 class ProblemSettings:
@@ -161,7 +180,7 @@ class SearchSettings:
 
     problem: ProblemSettings = field(default_factory=ProblemSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
-    episodes: int = 300
+    episodes: int = DEFAULT_EPISODES
     seed: int = 0
     out: str = "runs/default"
     resume: bool = False

@@ -39,7 +39,12 @@ from scipy import stats  # noqa: E402
 from agents.random_search import random_search  # noqa: E402
 from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
-from cwhawq.cli import add_noise_layer_arguments, add_search_rule_arguments, add_trace_arguments  # noqa: E402
+from cwhawq.cli import (  # noqa: E402
+    add_anchor_steps_argument,
+    add_noise_layer_arguments,
+    add_search_rule_arguments,
+    add_trace_arguments,
+)
 from cwhawq.evaluation import log_probs  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
 from cwhawq.progress import progress_bar  # noqa: E402
@@ -390,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
     parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
+    parser.add_argument(
+        "--warmup-episodes", type=int, default=AgentSettings.warmup_episodes, help="DDPG episodes before updates"
+    )
     add_noise_layer_arguments(parser)
     parser.add_argument(
         "--warmup-random-share",
@@ -415,12 +423,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=AgentSettings.imitate_best,
         help="clone every new best episode into the actor (self-imitation)",
     )
-    parser.add_argument(
-        "--anchor-steps",
-        type=int,
-        default=AgentSettings.anchor_steps,
-        help="regression steps toward the best episode after every update (0: none)",
-    )
+    add_anchor_steps_argument(parser)
     parser.add_argument(
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
     )
@@ -456,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         observation=args.observation,
         noise_sigma=args.noise_sigma,
         noise_decay=args.noise_decay,
+        warmup_episodes=args.warmup_episodes,
         noise_layers=args.noise_layers,
         noise_layers_law=args.noise_layers_law,
         warmup_random_share=args.warmup_random_share,

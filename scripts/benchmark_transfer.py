@@ -81,7 +81,8 @@ def transfer_rows(
     runs: Path,
     agent: AgentSettings,
 ) -> list[dict[str, Any]]:
-    """Zero-shot and fine-tuned results of `policy` on the target problem (fine-tunes are kept in `runs`)."""
+    """Zero-shot and fine-tuned results of `policy` on the target problem (fine-tunes are kept in `runs`); the
+    fine-tune's row also holds its best-so-far validation score curve."""
     rows = []
     start = time.perf_counter()
     env = ChannelBitsEnv.for_agent(target, agent)
@@ -98,8 +99,15 @@ def transfer_rows(
     result = SearchRun(target, settings, start_from=policy).run()
     fine_tuned = result_assignment(result)
     rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
+    # The fine-tune's best-so-far validation scores, so that `compare_runs.py` can compare fine-tunes as searches.
+    search_facts = {"policy-finetune": {"curve": result["search"]["best_val_score_curve"]}}
     return [
-        {**measured_row(target, assignment, model, budget, method, seed), "evaluations": evaluations, "wall_s": wall}
+        {
+            **measured_row(target, assignment, model, budget, method, seed),
+            "evaluations": evaluations,
+            "wall_s": wall,
+            **search_facts.get(method, {}),
+        }
         for method, assignment, evaluations, wall in rows
     ]
 
@@ -182,6 +190,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--observation", default=AgentSettings.observation, choices=list(OBSERVATION_VERSIONS), help="features"
     )
     add_noise_layer_arguments(parser)
+    parser.add_argument(
+        "--finetune-warmup-episodes",
+        type=int,
+        help="warm-up episodes of each fine-tune (default: as `cwhawq apply`, `AgentSettings.schedule_for`)",
+    )
+    parser.add_argument(
+        "--finetune-noise-decay",
+        type=float,
+        help="per-episode decay of each fine-tune's exploration noise (default: as `cwhawq apply`)",
+    )
     parser.add_argument("--distill-from", nargs="+", help="models to distil one policy from (each target left out)")
     parser.add_argument(
         "--linear-actor", action="store_true", help="distil a linear actor (`cwhawq distill --linear-actor`)"
@@ -199,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     if args.quick:
         args.targets, args.budgets, args.seeds, args.episodes = args.targets[:1], [2.5], 1, 45
+    # The fine-tunes explore as `cwhawq apply`'s do, unless told otherwise; the source search keeps the defaults.
+    fine_tune_agent = agent.schedule_for(args.episodes // 3, args.finetune_warmup_episodes, args.finetune_noise_decay)
     default_out = Path("docs/BENCHMARKS.md") if args.out == Path("docs/benchmark") else args.out / "BENCHMARKS.md"
     markdown = args.markdown or default_out
     work = args.work or (Path("runs/transfer") if args.out == Path("docs/benchmark") else args.out / "work")
@@ -239,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 problem(args.source, budget), args.source, budget, seed, args.episodes, run_dir, agent
             )
         runs = work / ("runs_linear" if args.linear_actor else "runs")
-        new = transfer_rows(problem(target, budget), policy, target, budget, seed, args.episodes // 3, runs, agent)
+        new = transfer_rows(
+            problem(target, budget), policy, target, budget, seed, args.episodes // 3, runs, fine_tune_agent
+        )
         with raw.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in new)
         rows += new

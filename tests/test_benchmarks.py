@@ -193,6 +193,8 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     # 15 fine-tune episodes (its zero-shot rollout, the 5 warm-start baselines as they are and replayed, agent
     # episodes) + the final rollout
     assert rows[1]["evaluations"] == 16
+    curve = rows[1]["curve"]  # the fine-tune's best-so-far validation scores, one per evaluation
+    assert 0 < len(curve) <= 16 and curve == sorted(curve) and "curve" not in rows[0]
     text = (out / "BENCHMARKS.md").read_text()
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
     assert "<!-- benchmark:start -->" in text  # the method comparison is kept
@@ -202,6 +204,20 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     lead = float(line.split(" | ")[-1].split(" [")[0])
     assert lead == pytest.approx(100 * (rows[0]["test_accuracy"] - greedy["test_accuracy"]), abs=0.006)
     assert "| digits_cnn | 2.5 | greedy-channel |" in text and text.count("| - |") >= 1  # no interval against itself
+
+
+def test_transfer_fine_tune_schedule_leaves_the_source_search_alone(quick_benchmark, cache_dir, tmp_path):
+    out, _ = quick_benchmark
+    argv = ["--quick", "--targets", "digits_cnn", "--out", str(tmp_path), "--cache-dir", str(cache_dir),
+            "--reference", str(out / "results.jsonl"), "--finetune-warmup-episodes", "3",
+            "--finetune-noise-decay", "0.9"]  # fmt: skip
+    benchmark_transfer.main(argv)
+    recorded = {
+        name: json.loads((tmp_path / "work" / path / "result.json").read_text())["settings"]["agent"]
+        for name, path in (("source", "policies/2.5_s0"), ("fine-tune", "runs/digits_cnn_2.5_s0"))
+    }
+    assert (recorded["source"]["warmup_episodes"], recorded["source"]["noise_decay"]) == (20, 0.99)
+    assert (recorded["fine-tune"]["warmup_episodes"], recorded["fine-tune"]["noise_decay"]) == (3, 0.9)
 
 
 @pytest.fixture(scope="module")

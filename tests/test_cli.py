@@ -121,6 +121,9 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
     assert status == 0, err
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "policy-finetune" and result["search"]["episodes"] == 16
+    # 16 episodes explore on a 300-episode search's schedule squeezed to them
+    assert result["settings"]["agent"]["warmup_episodes"] == 1
+    assert result["settings"]["agent"]["noise_decay"] == pytest.approx(0.99 ** (300 / 16))
 
 
 @pytest.mark.parametrize(
@@ -248,6 +251,20 @@ def test_apply_refuses_to_overwrite_a_result_or_negative_episodes(capsys, tmp_pa
     args = ["apply", "--policy", str(out / "policy.zip"), *common, "--finetune-episodes", "-1", "--quiet"]
     status, _, stderr = run_cli(capsys, *args, "--out", str(tmp_path / "negative"))
     assert status == 2 and stderr.strip() == "error: --finetune-episodes must be 0 (zero-shot) or more, not -1"
+
+
+def test_apply_fine_tunes_on_the_schedule_and_anchor_it_is_given(capsys, tmp_path, common):
+    source = tmp_path / "source"
+    search = ["search", *common, "--episodes", "2", "--warmup-episodes", "1", "--out", str(source), "--quiet"]
+    assert run_cli(capsys, *search)[0] == 0
+    apply = ["apply", "--policy", str(source / "policy.zip"), *common, "--finetune-episodes", "4", "--quiet"]
+    given = ["--warmup-episodes", "2", "--noise-decay", "0.5", "--anchor-steps", "0"]
+    assert run_cli(capsys, *apply, *given, "--out", str(tmp_path / "ft"))[0] == 0
+    agent = json.loads((tmp_path / "ft" / "result.json").read_text())["settings"]["agent"]
+    assert (agent["warmup_episodes"], agent["noise_decay"], agent["anchor_steps"]) == (2, 0.5, 0)
+    status, _, stderr = run_cli(capsys, *apply, "--noise-decay", "1.5", "--out", str(tmp_path / "bad"))
+    assert status == 2 and stderr.startswith("error: noise decay must be in (0, 1], not 1.5")
+    assert not (tmp_path / "bad").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("method", ["greedy-channel", "random"])

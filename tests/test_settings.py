@@ -1,11 +1,14 @@
 """Settings: what result.json records can be read back."""
 
+import dataclasses
 from dataclasses import asdict
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cwhawq.errors import CwhawqError
-from cwhawq.settings import MAX_SEED, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
+from cwhawq.settings import DEFAULT_EPISODES, MAX_SEED, AgentSettings, ProblemSettings, SearchSettings, TraceSettings
 from envs.observation import OBSERVATION_VERSION
 
 
@@ -61,3 +64,30 @@ def test_settings_recorded_before_training_inputs_measured_the_kl_on_validation_
     assert ProblemSettings.from_dict(recorded).kl_train_samples == ProblemSettings.kl_train_samples > 0
     del recorded["kl_train_samples"]
     assert ProblemSettings.from_dict(recorded).kl_train_samples == 0
+
+
+def test_the_default_search_length_keeps_the_default_schedule():
+    assert AgentSettings().schedule_for(DEFAULT_EPISODES) == AgentSettings()
+
+
+@given(episodes=st.integers(1, 3000))
+def test_a_schedule_for_other_lengths_warms_up_as_long_and_ends_as_quiet(episodes):
+    default = AgentSettings()
+    scaled = default.schedule_for(episodes)
+    share = default.warmup_episodes / DEFAULT_EPISODES
+    assert abs(scaled.warmup_episodes - share * episodes) <= 0.5
+    # the noise left after the whole search, warm-up aside, is the default search's
+    assert scaled.noise_decay**episodes == pytest.approx(default.noise_decay**DEFAULT_EPISODES, rel=1e-9)
+    assert 0 < scaled.noise_decay <= 1
+    assert dataclasses.replace(scaled, warmup_episodes=20, noise_decay=0.99) == default
+
+
+def test_a_schedule_keeps_the_values_it_is_given():
+    scaled = AgentSettings().schedule_for(100, warmup_episodes=3, noise_decay=0.9)
+    assert (scaled.warmup_episodes, scaled.noise_decay) == (3, 0.9)
+    assert AgentSettings().schedule_for(100, noise_decay=0.9).warmup_episodes == 7
+
+
+def test_a_schedule_for_no_episodes_is_refused():
+    with pytest.raises(CwhawqError, match="at least 1 episode"):
+        AgentSettings().schedule_for(0)
