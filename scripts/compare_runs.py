@@ -75,6 +75,19 @@ def compare(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str] | None
     return "\n".join(lines)
 
 
+def run_names(paths: Sequence[Path]) -> list[str]:
+    """A short name per results file: its folder and name without the suffix ("anchor/results"), with as many more
+    folders as it takes to tell the files apart (two runs' "transfer/transfer" files)."""
+    resolved = [path.resolve() for path in paths]
+    if len(set(resolved)) < len(resolved):
+        raise SystemExit("error: the same results file is given twice; pass each run once")
+    for depth in range(2, max(len(path.parts) for path in resolved) + 1):
+        names = ["/".join((*path.parent.parts[1:][-(depth - 1):], path.stem)) for path in resolved]
+        if len(set(names)) == len(names):
+            return names
+    return [str(path) for path in resolved]
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     """Parse the result files, print the table and return it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise SystemExit(f"error: no rows at {missing[0]}; pass a results.jsonl written by scripts/benchmark.py")
-    runs = {f"{path.parent.name}/{path.stem}": load_rows(path) for path in paths}
+    runs = {name: load_rows(path) for name, path in zip(run_names(paths), paths)}
     text = compare(runs, args.methods)
     print(text)
     return text

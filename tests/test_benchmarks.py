@@ -95,6 +95,17 @@ def test_compare_runs_sets_the_shared_seeds_side_by_side(quick_benchmark, tmp_pa
     assert "validation +1.00" in text and "best validation score" not in text
 
 
+def test_compare_runs_tells_apart_files_of_the_same_name(tmp_path):
+    paths = [tmp_path / "a" / "transfer" / "transfer.jsonl", tmp_path / "b" / "transfer" / "transfer.jsonl"]
+    assert compare_runs.run_names(paths) == ["a/transfer/transfer", "b/transfer/transfer"]
+    assert compare_runs.run_names([tmp_path / "a" / "results.jsonl", tmp_path / "b" / "results.jsonl"]) == [
+        "a/results",
+        "b/results",
+    ]
+    with pytest.raises(SystemExit, match="the same results file is given twice"):
+        compare_runs.run_names([paths[0], paths[0]])
+
+
 def test_target_summary_of_the_quick_benchmark(quick_benchmark):
     out, rows = quick_benchmark
     text = target_summary.main([str(out / "results.jsonl")])
