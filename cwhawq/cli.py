@@ -203,6 +203,7 @@ def _search(args: argparse.Namespace) -> None:
         agent=AgentSettings(
             warmup_episodes=args.warmup_episodes,
             noise_sigma=args.noise_sigma,
+            noise_decay=args.noise_decay,
             noise_layers=args.noise_layers,
             noise_layers_law=args.noise_layers_law,
             warm_start=None if args.warm_start == "none" else args.warm_start,
@@ -395,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--episodes", type=int, default=DEFAULT_EPISODES)
     group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
     group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
+    group.add_argument(
+        "--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay after warm-up"
+    )
     add_noise_layer_arguments(group)
     group.add_argument(
         "--warm-start",

@@ -99,17 +99,13 @@ def transfer_rows(
     result = SearchRun(target, settings, start_from=policy).run()
     fine_tuned = result_assignment(result)
     rows.append(("policy-finetune", fine_tuned, result["search"]["evaluations"], time.perf_counter() - start))
-    # The fine-tune's best-so-far validation scores, so that `compare_runs.py` can compare fine-tunes as searches.
-    search_facts = {"policy-finetune": {"curve": result["search"]["best_val_score_curve"]}}
-    return [
-        {
-            **measured_row(target, assignment, model, budget, method, seed),
-            "evaluations": evaluations,
-            "wall_s": wall,
-            **search_facts.get(method, {}),
-        }
+    measured = [
+        {**measured_row(target, assignment, model, budget, method, seed), "evaluations": evaluations, "wall_s": wall}
         for method, assignment, evaluations, wall in rows
     ]
+    # The fine-tune's best-so-far validation scores, so that `compare_runs.py` can compare fine-tunes as searches.
+    measured[-1]["curve"] = result["search"]["best_val_score_curve"]
+    return measured
 
 
 def source_dir(work: Path, model: str, budget: float, seed: int) -> Path:

@@ -139,6 +139,7 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
         (["--bits", "1", "4"], "[2, 16]"),
         (["--coarse-share", "1.5"], "coarse share"),
         (["--noise-sigma", "-1"], "noise sigma"),
+        (["--noise-decay", "0"], "noise decay must be in (0, 1]"),
         (["--noise-layers", "-1"], "noise layers"),
         (["--episodes", "0"], "episodes must be at least 1"),
         (["--pin", "*=6", "--budget-bits", "7"], "every layer is pinned"),
