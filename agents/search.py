@@ -44,6 +44,8 @@ from envs.channel_bits_env import ChannelBitsEnv
 
 #: The global random generators' state at the last checkpoint (`save_generators`).
 GENERATORS_FILE = "generators.pt"
+#: A fine-tune's start (`SearchRun.start`) when it explores from the transferred policy's own output and weights.
+TRANSFERRED_START = "the transferred policy's output"
 #: Sub-directory of a search's output that holds its layer-wise (coarse) phase.
 COARSE_DIR = "coarse"
 #: The coarse phase starts from the best layer-wise baseline, as the layer-wise DDPG does.
@@ -175,6 +177,8 @@ class SearchRun:
         self.method = "policy-finetune" if start_from is not None else f"ddpg-{self.env.granularity}"
         self.final_outcome: Outcome | None = None
         self.coarse: SearchRun | None = None
+        # What exploration started from (`WarmStart.start`): reported in result.json, kept in state.json.
+        self.start: str | None = None
         check_settings(settings)
         check_out_dir(settings, coarse=self._with_coarse(start_from), fine_tune=start_from is not None)
         state_path = self.out / "state.json"
@@ -198,6 +202,7 @@ class SearchRun:
             "record": None if record is None else record.to_dict(),
             "method": self.method,
             "start_from": None if start_from is None else str(Path(start_from).resolve()),
+            "start": self.start,
         }
 
     def _begin(self, start_from: Path | None, record: SearchRecord) -> None:
@@ -235,6 +240,7 @@ class SearchRun:
                 "use the same settings to resume, or another --out"
             )
         self.method = state.get("method", self.method)  # a resumed fine-tune stays a fine-tune
+        self.start = state.get("start")
         if fine_tune:
             recorded = state["settings"]["agent"]
             actor_arch = recorded.get("actor_arch")
@@ -290,10 +296,15 @@ class SearchRun:
             if record.best_assignment is not None:
                 best = {"assignment": record.best_assignment, "val_score": record.best_val_score}
                 known = [(best, 0.0)]
-            self._unlogged = warm_start(self.model, self.env, settings.agent.warm_start, known=known)
+            warm = warm_start(
+                self.model, self.env, settings.agent.warm_start, known=known, known_label="the layer-wise phase's best"
+            )
+            self._unlogged, self.start = warm.evaluations, warm.start
             for info, reward in self._unlogged:
                 self.record.add(info, reward)
             self.save_best()
+        else:
+            self.start = "uniform random warm-up episodes"
 
     def _start_fine_tune(self, bundle: Path) -> None:
         self.record = SearchRecord()
@@ -311,12 +322,20 @@ class SearchRun:
         self.model.actor_target.load_state_dict(source.actor.state_dict())
         self.model.explore_from_policy = True
         self._unlogged = reuse_outcomes(self.model, self.env)
+        self.start = TRANSFERRED_START
         if agent.warm_start:
             # Where a baseline beats the policy's own output on this model, the transferred actor starts afresh:
             # exploring from its weights found less than a fresh search's in as many episodes (change 31).
-            self._unlogged += warm_start(
-                self.model, self.env, agent.warm_start, known=self._unlogged, baseline_actor=fresh_actor
+            warm = warm_start(
+                self.model,
+                self.env,
+                agent.warm_start,
+                known=self._unlogged,
+                baseline_actor=fresh_actor,
+                known_label=TRANSFERRED_START,
             )
+            self._unlogged += warm.evaluations
+            self.start = warm.start
         for outcome in self._unlogged:
             self.record.add(*outcome)
         self.save_best()
@@ -414,6 +433,7 @@ class SearchRun:
                     "interrupted": interrupted,
                     "best_val_score_curve": self.record.best_so_far(),
                     "seed": self.settings.seed,
+                    "start": self.start,
                 }
             },
         )

@@ -16,6 +16,7 @@ fit the new model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,17 +24,20 @@ import torch
 from agents.ddpg import HaqDDPG
 from agents.rollout import Outcome, Step, best_outcome, outcome, play_actions
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method
-from cwhawq.problem import Assignment, QuantProblem
+from cwhawq.problem import Assignment
 from envs.channel_bits_env import ChannelBitsEnv, evaluate_outcome
 
 #: `warm_start` value that evaluates every deterministic baseline and starts from the best on validation.
 BEST = "best"
 
 
-def evaluate_baselines(problem: QuantProblem, warm_start: str) -> list[Outcome]:
-    """Evaluate the named baseline, or every deterministic baseline for "best"; (info, reward) of each."""
-    names = list(DETERMINISTIC_METHODS) if warm_start == BEST else [warm_start]
-    return [evaluate_outcome(problem, run_method(problem, name)) for name in names]
+@dataclass
+class WarmStart:
+    """What a warm start measured, for the search record, and the start it cloned into the actor: a baseline's
+    replay ("greedy-channel, replayed") or the caller's label of the `known` outcomes."""
+
+    evaluations: list[Outcome]
+    start: str
 
 
 def _replay(model: HaqDDPG, env: ChannelBitsEnv, assignment: Assignment) -> tuple[list[np.ndarray], list[Step]]:
@@ -53,25 +57,27 @@ def warm_start(
     start: str,
     known: Sequence[Outcome] = (),
     baseline_actor: Mapping[str, torch.Tensor] | None = None,
-) -> list[Outcome]:
+    known_label: str = "a known outcome",
+) -> WarmStart:
     """Evaluate the baseline(s) named by `start` as they are and replayed in `env`, then clone the best replay, or
     the replay of the best `known` outcome (already evaluated, e.g. a transferred policy's zero-shot outcomes)
     where that is better on validation, into the actor. With `baseline_actor`, a baseline's replay is cloned into
     an actor with those weights instead of the current ones (a fine-tune: the transferred actor is kept only when
-    its own output is the best start; docs/BENCHMARKS.md, change 31).
-
-    Returns (terminal info, reward) of every new evaluation, for the search record.
+    its own output is the best start; docs/BENCHMARKS.md, change 31). `known_label` names the known outcomes in the
+    returned `WarmStart.start` when one of them wins.
     """
-    baselines = evaluate_baselines(env.problem, start)
+    names = list(DETERMINISTIC_METHODS) if start == BEST else [start]
+    baselines = [evaluate_outcome(env.problem, run_method(env.problem, name)) for name in names]
     replays = [_replay(model, env, info["assignment"]) for info, _ in baselines]
-    actions, steps = max(replays, key=lambda replay: outcome(replay[1])[0]["val_score"])
+    best = max(range(len(replays)), key=lambda index: outcome(replays[index][1])[0]["val_score"])
+    (actions, steps), chosen = replays[best], f"{names[best]}, replayed"
     evaluations = [*baselines, *(outcome(played) for _, played in replays)]
     best_known = best_outcome(known)[0] if known else None
     if best_known is not None and best_known["val_score"] > outcome(steps)[0]["val_score"]:
-        actions, steps = _replay(model, env, best_known["assignment"])
+        (actions, steps), chosen = _replay(model, env, best_known["assignment"]), known_label
         evaluations.append(outcome(steps))
     elif baseline_actor is not None:
         model.actor.load_state_dict(baseline_actor)
     model.imitate(np.stack([step[0] for step in steps]), np.stack(actions))
     model.explore_from_policy = True
-    return evaluations
+    return WarmStart(evaluations, chosen)

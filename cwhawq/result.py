@@ -181,4 +181,6 @@ def format_summary(result: Mapping[str, Any], max_layers: int = 30) -> str:
         f"test: FP32 {acc['fp32_test']:.2%} -> quantized {acc['quantized_test']:.2%}"
         + (f" (KL divergence from FP32 {acc['quantized_test_kl']:.4f})" if "quantized_test_kl" in acc else ""),
     ]
+    if result.get("search", {}).get("start"):
+        lines.append(f"search explored from {result['search']['start']}")
     return "\n".join(lines)

@@ -280,6 +280,9 @@ def test_fine_tune_keeps_the_transferred_actor_only_when_its_output_is_the_best_
         for mine, theirs in zip(fine_tune.model.actor.parameters(), fresh.model.actor.parameters(), strict=True)
     )
     assert same_as_fresh != policy_wins
+    # and result.json says which start it explored from
+    assert (fine_tune.start == search.TRANSFERRED_START) == policy_wins
+    assert policy_wins or fine_tune.start.endswith(", replayed")
     if policy_wins:  # cloned into the transferred weights, which moved from the bundle's
         assert any(
             not torch.equal(mine, theirs)

@@ -59,3 +59,17 @@ def test_summary_shows_the_test_kl_divergence_when_the_result_records_it(digits_
     assert f"(KL divergence from FP32 {kl:.4f})" in format_summary(result)
     older = {**result, "accuracy": {k: v for k, v in result["accuracy"].items() if k != "quantized_test_kl"}}
     assert "KL divergence" not in format_summary(older)  # a result.json written before the field still reads
+
+
+def test_summary_says_what_a_search_explored_from(digits_problem: QuantProblem) -> None:
+    assignment = run_method(digits_problem, "greedy-channel")
+    result = build_result(
+        digits_problem,
+        assignment,
+        "ddpg-channel",
+        {"problem": {"model": "digits_cnn"}},
+        extra={"search": {"start": "greedy-channel, replayed"}},
+    )
+    assert format_summary(result).endswith("search explored from greedy-channel, replayed")
+    baseline = build_result(digits_problem, assignment, "greedy-channel", {"problem": {"model": "digits_cnn"}})
+    assert "explored from" not in format_summary(baseline)  # baselines, and searches older than the field

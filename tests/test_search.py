@@ -40,6 +40,7 @@ def test_short_search_writes_everything(digits_problem, tmp_path):
     result = SearchRun(digits_problem, settings_for(out, episodes=14)).run()
     on_disk = json.loads((out / "result.json").read_text())
     assert on_disk["search"]["episodes"] == 14
+    assert on_disk["search"]["start"].endswith(", replayed")  # the best baseline's replay started the exploration
     assert on_disk["totals"]["weight_bits"] <= digits_problem.budget.total_bits
     assert [layer["name"] for layer in on_disk["layers"]] == [layer.name for layer in digits_problem.layers]
     for layer in on_disk["layers"]:
@@ -87,6 +88,7 @@ def test_a_search_resumes_on_another_device(digits_problem, tmp_path):
     elsewhere.problem.device = "cpu:0"  # where it runs, not what it searches
     result = SearchRun(digits_problem, elsewhere).run()
     assert result["search"]["episodes"] == 14 and result["settings"]["problem"]["device"] == "cpu:0"
+    assert result["search"]["start"] == json.loads((out / "state.json").read_text())["start"] is not None
 
 
 def search_saved_without(problem, out, part: str, setting: str, episodes: int = 8) -> None:
@@ -266,9 +268,9 @@ def test_coarse_phase_starts_the_channel_search(digits_problem, tmp_path, monkey
     starts = []
     original_warm_start = search.warm_start
 
-    def recording_warm_start(model, env, start, known=()):
+    def recording_warm_start(model, env, start, known=(), **kwargs):
         starts.append(list(known))
-        return original_warm_start(model, env, start, known=known)
+        return original_warm_start(model, env, start, known=known, **kwargs)
 
     monkeypatch.setattr(search, "warm_start", recording_warm_start)
     out = tmp_path / "run"
@@ -377,10 +379,10 @@ def test_interrupt_in_the_channel_warm_start_after_the_coarse_phase(digits_probl
 
     original_warm_start = search.warm_start
 
-    def interrupt_the_channel_warm_start(model, env, start, known=()):
+    def interrupt_the_channel_warm_start(model, env, start, known=(), **kwargs):
         if env.granularity == "channel":
             raise KeyboardInterrupt
-        return original_warm_start(model, env, start, known=known)
+        return original_warm_start(model, env, start, known=known, **kwargs)
 
     out = tmp_path / "run"
     monkeypatch.setattr(search, "warm_start", interrupt_the_channel_warm_start)

@@ -25,7 +25,7 @@ def replayed_val(env, name):
 
 def test_every_baseline_is_evaluated_as_is_and_replayed(agent_and_env):
     model, env = agent_and_env
-    outcomes = warm_start(model, env, BEST)
+    outcomes = warm_start(model, env, BEST).evaluations
     n = len(DETERMINISTIC_METHODS)
     assert len(outcomes) == 2 * n
     problem = env.problem
@@ -38,9 +38,11 @@ def test_every_baseline_is_evaluated_as_is_and_replayed(agent_and_env):
 
 def test_the_best_replay_is_cloned_into_the_actor(agent_and_env):
     model, env = agent_and_env
-    warm_start(model, env, BEST)
+    started = warm_start(model, env, BEST).start
     replays = [replayed_val(env, name) for name in DETERMINISTIC_METHODS]
     _, best_actions = max(replays, key=lambda replay: replay[0])
+    best_name = max(DETERMINISTIC_METHODS, key=lambda name: replayed_val(env, name)[0])
+    assert started == f"{best_name}, replayed"
     obs, _ = env.reset()
     for expected in best_actions:
         action, _ = model.predict(obs, deterministic=True)
@@ -51,7 +53,11 @@ def test_the_best_replay_is_cloned_into_the_actor(agent_and_env):
 def test_a_better_known_outcome_is_replayed_and_cloned(agent_and_env):
     model, env = agent_and_env
     known = run_method(env.problem, "ilp-layer")
-    outcomes = warm_start(model, env, "uniform", known=[({"assignment": known, "val_score": 1.0}, 0.0)])
+    warm = warm_start(
+        model, env, "uniform", known=[({"assignment": known, "val_score": 1.0}, 0.0)], known_label="the ILP's answer"
+    )
+    outcomes = warm.evaluations
+    assert warm.start == "the ILP's answer"
     assert len(outcomes) == 3  # uniform as is, uniform replayed, the known assignment replayed
     assert model.replay_buffer.size() == 2 * env.n_steps
     obs, _ = env.reset()
