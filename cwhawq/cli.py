@@ -263,6 +263,8 @@ def _apply(args: argparse.Namespace) -> None:
         raise CwhawqError(f"--finetune-episodes must be 0 (zero-shot) or more, not {args.finetune_episodes}")
     if args.resume and args.finetune_episodes <= 0:
         raise CwhawqError("--resume continues a fine-tune; pass its --finetune-episodes too")
+    if args.finetune_episodes <= 0 and (args.warmup_episodes is not None or args.noise_decay is not None):
+        raise CwhawqError("--warmup-episodes and --noise-decay set a fine-tune's schedule; pass --finetune-episodes N")
     problem_cfg = problem_settings(args)
     # The environment takes the policy's own action and observation; other mismatches are refused on load.
     metadata = read_metadata(args.policy)

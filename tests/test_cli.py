@@ -266,6 +266,9 @@ def test_apply_fine_tunes_on_the_schedule_and_anchor_it_is_given(capsys, tmp_pat
     status, _, stderr = run_cli(capsys, *apply, "--noise-decay", "1.5", "--out", str(tmp_path / "bad"))
     assert status == 2 and stderr.startswith("error: noise decay must be in (0, 1], not 1.5")
     assert not (tmp_path / "bad").exists()  # refused before any work
+    zero_shot = ["apply", "--policy", str(source / "policy.zip"), *common, "--out", str(tmp_path / "zs"), "--quiet"]
+    status, _, stderr = run_cli(capsys, *zero_shot, "--warmup-episodes", "3")
+    assert status == 2 and stderr.strip().endswith("set a fine-tune's schedule; pass --finetune-episodes N")
 
 
 @pytest.mark.parametrize("method", ["greedy-channel", "random"])
