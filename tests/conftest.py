@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import settings
 
+from agents.policy_bundle import load_bundle, save_bundle
 from cwhawq.evaluation import Evaluation
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.settings import ProblemSettings, TraceSettings
+from envs.channel_bits_env import ChannelBitsEnv
 
 # The test models are tiny: one thread avoids oversubscribing CI's 2 cores (2 threads are many times slower
 # whenever another process is busy).
@@ -109,6 +112,18 @@ def interrupt_after_probe(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list
         return done
 
     return arm
+
+
+def agent_saved_without(
+    problem: QuantProblem, out: Path, attributes: tuple[str, ...], part: Callable[[Any], Any] = lambda model: model
+) -> None:
+    """Drop `attributes` from the agent saved in `out` (or from the `part` of it), as an agent pickled before they
+    existed holds it."""
+    env = ChannelBitsEnv(problem)
+    model, metadata = load_bundle(out / "policy.zip", env)
+    for name in attributes:
+        del part(model).__dict__[name]
+    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
 
 
 def val_score(result: dict) -> float:

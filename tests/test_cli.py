@@ -20,6 +20,7 @@ from cwhawq.export import (
     load_packed_weights,
     load_quantized_model,
 )
+from tests.conftest import agent_saved_without
 from tests.toy_models import tied_token_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +253,31 @@ def test_apply_refuses_to_overwrite_a_result_or_negative_episodes(capsys, tmp_pa
     args = ["apply", "--policy", str(out / "policy.zip"), *common, "--finetune-episodes", "-1", "--quiet"]
     status, _, stderr = run_cli(capsys, *args, "--out", str(tmp_path / "negative"))
     assert status == 2 and stderr.strip() == "error: --finetune-episodes must be 0 (zero-shot) or more, not -1"
+
+
+def test_a_fine_tune_started_before_the_anchor_and_the_squeezed_schedule_resumes(
+    capsys, tmp_path, common, monkeypatch, digits_problem
+):
+    source = tmp_path / "source"
+    assert run_cli(capsys, "search", *common, "--episodes", "12", "--out", str(source), "--quiet")[0] == 0
+    out = tmp_path / "ft"
+    args = ["apply", "--policy", str(source / "policy.zip"), *common, "--finetune-episodes", "16", "--out", str(out),
+            "--quiet"]  # fmt: skip
+    with monkeypatch.context() as patch:
+        interrupt_at_episode(patch, 9)
+        assert run_cli(capsys, *args)[0] == 130
+    # as such a fine-tune was saved: a full search's schedule, no anchor setting, an agent without the anchor
+    state = json.loads((out / "state.json").read_text())
+    del state["settings"]["agent"]["anchor_steps"]
+    state["settings"]["agent"].update(warmup_episodes=20, noise_decay=0.99)
+    (out / "state.json").write_text(json.dumps(state))
+    agent_saved_without(digits_problem, out, ("anchor_steps", "anchor"))
+    status, _, stderr = run_cli(capsys, *args, "--resume")
+    assert status == 2 and "other settings (agent.anchor_steps)" in stderr
+    status, _, stderr = run_cli(capsys, *args, "--resume", "--anchor-steps", "0")
+    assert status == 0, stderr
+    agent = json.loads((out / "result.json").read_text())["settings"]["agent"]
+    assert (agent["warmup_episodes"], agent["noise_decay"], agent["anchor_steps"]) == (20, 0.99, 0)
 
 
 def test_apply_fine_tunes_on_the_schedule_and_anchor_it_is_given(capsys, tmp_path, common):

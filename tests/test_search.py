@@ -9,12 +9,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.ddpg import HaqDDPG
-from agents.policy_bundle import load_bundle, save_bundle
 from agents.search import SearchRun
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import AgentSettings, SearchSettings
 from envs.channel_bits_env import ChannelBitsEnv
-from tests.conftest import val_score
+from tests.conftest import agent_saved_without, val_score
 
 SCALARS = [
     "reward", "val_accuracy", "val_kl", "avg_bits", "size_mb", "best_val_accuracy", "noise_sigma", "actor_drift"
@@ -98,16 +97,6 @@ def search_saved_without(problem, out, part: str, setting: str, episodes: int = 
     state = json.loads((out / "state.json").read_text())
     del state["settings"][part][setting]
     (out / "state.json").write_text(json.dumps(state))
-
-
-def agent_saved_without(problem, out, attributes: tuple[str, ...], part=lambda model: model) -> None:
-    """Drop `attributes` from the agent saved in `out` (or from the `part` of it), as an agent pickled before they
-    existed holds it."""
-    env = ChannelBitsEnv(problem)
-    model, metadata = load_bundle(out / "policy.zip", env)
-    for name in attributes:
-        del part(model).__dict__[name]
-    save_bundle(model, out / "policy.zip", env, metadata["trained_on"])
 
 
 def test_resuming_a_search_saved_before_objectives_keeps_accuracy(digits_problem, tmp_path):
