@@ -147,6 +147,29 @@ def add_noise_layer_arguments(parser: argparse.ArgumentParser | argparse._Argume
     )
 
 
+def add_exploration_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--warmup-episodes`, `--noise-sigma` and `--noise-decay` (`AgentSettings`), shared by `search` and
+    `scripts/benchmark.py` (`apply` squeezes its own to the fine-tune's length)."""
+    parser.add_argument(
+        "--warmup-episodes",
+        type=int,
+        default=AgentSettings.warmup_episodes,
+        help=f"episodes before the first update (default {AgentSettings.warmup_episodes})",
+    )
+    parser.add_argument(
+        "--noise-sigma",
+        type=float,
+        default=AgentSettings.noise_sigma,
+        help=f"exploration noise (default {AgentSettings.noise_sigma})",
+    )
+    parser.add_argument(
+        "--noise-decay",
+        type=float,
+        default=AgentSettings.noise_decay,
+        help=f"per-episode decay of the noise after warm-up (default {AgentSettings.noise_decay})",
+    )
+
+
 def add_anchor_steps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """`--anchor-steps` (`AgentSettings.anchor_steps`), shared by `search`, `apply` and the benchmark scripts."""
     parser.add_argument(
@@ -396,11 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_arguments(search)
     group = search.add_argument_group("search")
     group.add_argument("--episodes", type=int, default=DEFAULT_EPISODES)
-    group.add_argument("--warmup-episodes", type=int, default=AgentSettings.warmup_episodes)
-    group.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma)
-    group.add_argument(
-        "--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay after warm-up"
-    )
+    add_exploration_arguments(group)
     add_noise_layer_arguments(group)
     group.add_argument(
         "--warm-start",

@@ -41,6 +41,7 @@ from agents.search import SearchRun  # noqa: E402
 from cwhawq.baselines import DETERMINISTIC_METHODS, run_method  # noqa: E402
 from cwhawq.cli import (  # noqa: E402
     add_anchor_steps_argument,
+    add_exploration_arguments,
     add_noise_layer_arguments,
     add_search_rule_arguments,
     add_trace_arguments,
@@ -393,11 +394,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--action", default=AgentSettings.action, choices=list(ACTIONS), help="channel action parameterisation"
     )
-    parser.add_argument("--noise-sigma", type=float, default=AgentSettings.noise_sigma, help="DDPG exploration noise")
-    parser.add_argument("--noise-decay", type=float, default=AgentSettings.noise_decay, help="per-episode decay")
-    parser.add_argument(
-        "--warmup-episodes", type=int, default=AgentSettings.warmup_episodes, help="DDPG episodes before updates"
-    )
+    add_exploration_arguments(parser)
     add_noise_layer_arguments(parser)
     parser.add_argument(
         "--warmup-random-share",
