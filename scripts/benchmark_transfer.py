@@ -41,7 +41,7 @@ from benchmark import (
 from agents.distill import distill_runs
 from agents.policy_bundle import load_bundle
 from agents.rollout import best_outcome, reuse_outcomes
-from agents.search import SearchRun
+from agents.search import TRANSFERRED_START, SearchRun
 from cwhawq.cli import add_noise_layer_arguments
 from cwhawq.problem import QuantProblem, build_problem
 from cwhawq.progress import progress_bar
@@ -82,7 +82,7 @@ def transfer_rows(
     agent: AgentSettings,
 ) -> list[dict[str, Any]]:
     """Zero-shot and fine-tuned results of `policy` on the target problem (fine-tunes are kept in `runs`); the
-    fine-tune's row also holds its best-so-far validation score curve."""
+    fine-tune's row also holds its best-so-far validation score curve and what it explored from."""
     rows = []
     start = time.perf_counter()
     env = ChannelBitsEnv.for_agent(target, agent)
@@ -103,8 +103,9 @@ def transfer_rows(
         {**measured_row(target, assignment, model, budget, method, seed), "evaluations": evaluations, "wall_s": wall}
         for method, assignment, evaluations, wall in rows
     ]
-    # The fine-tune's best-so-far validation scores, so that `compare_runs.py` can compare fine-tunes as searches.
-    measured[-1]["curve"] = result["search"]["best_val_score_curve"]
+    # The fine-tune's best-so-far validation scores, so that `compare_runs.py` can compare fine-tunes as searches,
+    # and what it explored from (the transferred policy, or a baseline's replay with a fresh actor).
+    measured[-1].update(curve=result["search"]["best_val_score_curve"], start=result["search"]["start"])
     return measured
 
 
@@ -139,11 +140,14 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
     lines = [
         f"Command: `{command}`. Policy trained on {source}; test accuracy in %, mean ± std over seeds "
         "(evals = quantized validation evaluations on the target; test KL = mean KL divergence from the FP32 "
-        "predictions on the test split; - greedy = the mean test accuracy minus the channel greedy's, with a 95% "
-        "paired confidence interval over the test images; both where the rows record them).",
+        "predictions on the test split; from policy = the fine-tunes that explored from the transferred policy's "
+        "output, the others from a baseline's replay with a fresh actor; - greedy = the mean test accuracy minus the "
+        "channel greedy's, with a 95% paired confidence interval over the test images; each where the rows record "
+        "it).",
         "",
-        "| target | budget | method | test | val | test KL | avg bits | evals | in budget | - greedy, 95% CI |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| target | budget | method | test | val | test KL | avg bits | evals | in budget | from policy "
+        "| - greedy, 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     everything = rows + [r for r in reference if r["method"] in REFERENCE_METHODS]
     summary = summarise(everything)
@@ -156,11 +160,13 @@ def table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], command: 
                 if not group:
                     continue
                 lead = paired_difference(group, greedy) if greedy and method != "greedy-channel" else None
+                starts = [row.get("start") for row in group]
+                from_policy = f"{starts.count(TRANSFERRED_START)}/{len(starts)}" if all(starts) else "-"
                 s = summary[(model, budget, method)]
                 lines.append(
                     f"| {model} | {budget} | {method} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} "
                     f"| {100 * s['val_mean']:.2f} | {format_kl(s['test_kl'])} | {s['bits_mean']:.3f} "
-                    f"| {s['evaluations']:.0f} | {'yes' if s['all_within_budget'] else 'NO'} "
+                    f"| {s['evaluations']:.0f} | {'yes' if s['all_within_budget'] else 'NO'} | {from_policy} "
                     f"| {format_interval(lead)} |"
                 )
     return "\n".join(lines)

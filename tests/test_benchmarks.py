@@ -206,6 +206,8 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     assert rows[1]["evaluations"] == 16
     curve = rows[1]["curve"]  # the fine-tune's best-so-far validation scores, one per evaluation
     assert 0 < len(curve) <= 16 and curve == sorted(curve) and "curve" not in rows[0]
+    from_policy = rows[1]["start"] == benchmark_transfer.TRANSFERRED_START  # else a baseline's replay
+    assert from_policy or rows[1]["start"].endswith(", replayed")
     text = (out / "BENCHMARKS.md").read_text()
     assert "<!-- transfer:start -->" in text and "| digits_cnn | 2.5 | policy-zero-shot |" in text
     assert "<!-- benchmark:start -->" in text  # the method comparison is kept
@@ -215,6 +217,8 @@ def test_quick_transfer(quick_benchmark, cache_dir):
     lead = float(line.split(" | ")[-1].split(" [")[0])
     assert lead == pytest.approx(100 * (rows[0]["test_accuracy"] - greedy["test_accuracy"]), abs=0.006)
     assert "| digits_cnn | 2.5 | greedy-channel |" in text and text.count("| - |") >= 1  # no interval against itself
+    fine_tune = next(line for line in text.splitlines() if line.startswith("| digits_cnn | 2.5 | policy-finetune |"))
+    assert fine_tune.split(" | ")[-2] == f"{int(from_policy)}/1" and line.split(" | ")[-2] == "-"
 
 
 def test_transfer_fine_tune_schedule_leaves_the_source_search_alone(quick_benchmark, cache_dir, tmp_path):
