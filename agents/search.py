@@ -63,8 +63,8 @@ SETTINGS_BEFORE_RECORDED: dict[tuple[str, str], object] = {
     ("agent", "anchor_steps"): 0,
 }
 #: Agent settings a resumed fine-tune keeps from its state, whatever the resuming command says: its bundle's network
-#: shape, and the exploration schedule `cwhawq apply` set for its length (`AgentSettings.schedule_for`).
-FINE_TUNE_OWN_SETTINGS: tuple[str, ...] = ("net_arch", "actor_arch", "warmup_episodes", "noise_decay")
+#: shape.
+FINE_TUNE_OWN_SETTINGS: tuple[str, ...] = ("net_arch", "actor_arch")
 #: Settings that may change when a search is resumed: where it runs, not what it searches.
 SETTINGS_FREE_ON_RESUME: frozenset[tuple[str, str]] = frozenset({("problem", "device")})
 
@@ -133,6 +133,15 @@ def check_out_dir(settings: SearchSettings, coarse: bool = False, fine_tune: boo
     if not settings.resume and ((out / "state.json").exists() or (out / "result.json").exists()):
         hint = "pass another --out" if fine_tune else "pass --resume to continue it or another --out"
         raise CwhawqError(f"{out} already holds a search; {hint}")
+
+
+def recorded_agent_settings(out: Path) -> dict[str, Any]:
+    """The agent settings recorded by the search started in `out` (while its layer-wise phase runs, that phase's,
+    which shares its exploration schedule), or {} where none started."""
+    for state_path in (out / "state.json", out / COARSE_DIR / "state.json"):
+        if state_path.is_file():
+            return json.loads(state_path.read_text())["settings"]["agent"]
+    return {}
 
 
 class SearchRun:
@@ -224,8 +233,8 @@ class SearchRun:
         fine_tune = state.get("method") == "policy-finetune"
         # The agent's settings live on in the saved agent, so they must match too, or result.json would record
         # settings the search did not use. Keys an older state lacks were then at their current defaults, except
-        # those in `SETTINGS_BEFORE_RECORDED`. A fine-tune's network shape is its bundle's and its exploration
-        # schedule the one `cwhawq apply` set for its length, not settings of the command that resumes it.
+        # those in `SETTINGS_BEFORE_RECORDED`. A fine-tune's network shape is its bundle's, not a setting of the
+        # command that resumes it.
         differing = [
             f"{part}.{key}"
             for part in ("problem", "agent")
@@ -248,8 +257,6 @@ class SearchRun:
                 self.settings.agent,
                 net_arch=tuple(recorded["net_arch"]),
                 actor_arch=None if actor_arch is None else tuple(actor_arch),
-                warmup_episodes=recorded["warmup_episodes"],
-                noise_decay=recorded["noise_decay"],
             )
         if state["record"] is None:  # stopped before its first checkpoint
             start_from = Path(state["start_from"]) if state.get("start_from") else None

@@ -147,27 +147,49 @@ def add_noise_layer_arguments(parser: argparse.ArgumentParser | argparse._Argume
     )
 
 
-def add_exploration_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """`--warmup-episodes`, `--noise-sigma` and `--noise-decay` (`AgentSettings`), shared by `search` and
-    `scripts/benchmark.py` (`apply` squeezes its own to the fine-tune's length)."""
+def add_schedule_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, length: str) -> None:
+    """`--warmup-episodes` and `--noise-decay`, by default `AgentSettings.schedule_for` the run's length (`length`
+    names the option that sets it), shared by `search`, `apply` and `scripts/benchmark.py`."""
     parser.add_argument(
         "--warmup-episodes",
         type=int,
-        default=AgentSettings.warmup_episodes,
-        help=f"episodes before the first update (default {AgentSettings.warmup_episodes})",
+        help=f"episodes before the first update (default: the same share of {length} as "
+        f"{AgentSettings.warmup_episodes} of {DEFAULT_EPISODES})",
     )
+    parser.add_argument(
+        "--noise-decay",
+        type=float,
+        help=f"per-episode decay of the exploration noise after warm-up (default: the rate that ends {length} "
+        f"with the noise {DEFAULT_EPISODES} episodes at {AgentSettings.noise_decay} end with)",
+    )
+
+
+def add_exploration_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--noise-sigma` and the schedule arguments (`add_schedule_arguments`) of a search of `--episodes`, shared by
+    `search` and `scripts/benchmark.py`."""
+    add_schedule_arguments(parser, "--episodes")
     parser.add_argument(
         "--noise-sigma",
         type=float,
         default=AgentSettings.noise_sigma,
         help=f"exploration noise (default {AgentSettings.noise_sigma})",
     )
-    parser.add_argument(
-        "--noise-decay",
-        type=float,
-        default=AgentSettings.noise_decay,
-        help=f"per-episode decay of the noise after warm-up (default {AgentSettings.noise_decay})",
-    )
+
+
+def exploration_schedule(
+    agent: AgentSettings, episodes: int, args: argparse.Namespace, out: str | Path
+) -> AgentSettings:
+    """`agent` on the exploration schedule of a run of `episodes` episodes (`AgentSettings.schedule_for`), with
+    `--warmup-episodes` and `--noise-decay` where given. With `--resume`, what is not given is what the run in `out`
+    started on, so that a search resumed for more episodes goes on with its schedule."""
+    from agents.search import recorded_agent_settings
+
+    warmup, decay = args.warmup_episodes, args.noise_decay
+    if args.resume:
+        recorded = recorded_agent_settings(Path(out))
+        warmup = recorded.get("warmup_episodes") if warmup is None else warmup
+        decay = recorded.get("noise_decay") if decay is None else decay
+    return agent.schedule_for(episodes, warmup, decay)
 
 
 def add_anchor_steps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -221,24 +243,24 @@ def _search(args: argparse.Namespace) -> None:
     from cwhawq.result import format_summary
 
     problem_cfg = problem_settings(args)
+    out = args.out or _default_out(problem_cfg, "search")
+    agent = AgentSettings(
+        noise_sigma=args.noise_sigma,
+        noise_layers=args.noise_layers,
+        noise_layers_law=args.noise_layers_law,
+        warm_start=None if args.warm_start == "none" else args.warm_start,
+        action=args.action,
+        observation=args.observation,
+        imitate_best=args.imitate_best,
+        anchor_steps=args.anchor_steps,
+        coarse_share=args.coarse_share,
+    )
     settings = SearchSettings(
         problem=problem_cfg,
-        agent=AgentSettings(
-            warmup_episodes=args.warmup_episodes,
-            noise_sigma=args.noise_sigma,
-            noise_decay=args.noise_decay,
-            noise_layers=args.noise_layers,
-            noise_layers_law=args.noise_layers_law,
-            warm_start=None if args.warm_start == "none" else args.warm_start,
-            action=args.action,
-            observation=args.observation,
-            imitate_best=args.imitate_best,
-            anchor_steps=args.anchor_steps,
-            coarse_share=args.coarse_share,
-        ),
+        agent=exploration_schedule(agent, args.episodes, args, out),
         episodes=args.episodes,
         seed=args.seed,
-        out=args.out or _default_out(problem_cfg, "search"),
+        out=out,
         resume=args.resume,
         progress=not args.quiet,
     )
@@ -296,14 +318,15 @@ def _apply(args: argparse.Namespace) -> None:
         observation=metadata.get("observation_version", AgentSettings.observation),
         anchor_steps=args.anchor_steps,
     )
+    out = args.out or _default_out(problem_cfg, "apply")
     if args.finetune_episodes > 0:
-        agent = agent.schedule_for(args.finetune_episodes, args.warmup_episodes, args.noise_decay)
+        agent = exploration_schedule(agent, args.finetune_episodes, args, out)
     settings = SearchSettings(
         problem=problem_cfg,
         agent=agent,
         episodes=args.finetune_episodes,
         seed=args.seed,
-        out=args.out or _default_out(problem_cfg, "apply"),
+        out=out,
         resume=args.resume,
         progress=not args.quiet,
     )
@@ -461,18 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_arguments(apply)
     group = apply.add_argument_group("apply")
     group.add_argument("--finetune-episodes", type=int, default=0, help="continue training for N episodes")
-    group.add_argument(
-        "--warmup-episodes",
-        type=int,
-        help=f"fine-tune warm-up episodes (default: the same share of N as {AgentSettings.warmup_episodes} of a "
-        f"{DEFAULT_EPISODES}-episode search)",
-    )
-    group.add_argument(
-        "--noise-decay",
-        type=float,
-        help="per-episode decay of the fine-tune's exploration noise (default: the rate that ends N episodes with "
-        f"the noise a {DEFAULT_EPISODES}-episode search ends with)",
-    )
+    add_schedule_arguments(group, "N (--finetune-episodes)")
     add_anchor_steps_argument(group)
     group.add_argument("--out", help="output directory (default runs/apply_<model>_<budget>_s<seed>)")
     group.add_argument("--resume", action="store_true", help="continue the fine-tune saved in --out")

@@ -109,7 +109,7 @@ class AgentSettings:
         schedule; with the default one it would end before its noise had decayed (docs/BENCHMARKS.md, change 41).
         `warmup_episodes` and `noise_decay`, where given, are kept as they are instead."""
         if episodes < 1:
-            raise CwhawqError(f"a schedule needs at least 1 episode, not {episodes}")
+            raise CwhawqError(f"episodes must be at least 1, not {episodes}; pass e.g. --episodes 300")
         ratio = episodes / DEFAULT_EPISODES
         return replace(
             self,

@@ -455,8 +455,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         action=args.action,
         observation=args.observation,
         noise_sigma=args.noise_sigma,
-        noise_decay=args.noise_decay,
-        warmup_episodes=args.warmup_episodes,
         noise_layers=args.noise_layers,
         noise_layers_law=args.noise_layers_law,
         warmup_random_share=args.warmup_random_share,
@@ -468,13 +466,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 16
-        config.agent = dataclasses.replace(config.agent, warmup_episodes=2, batch_size=8)
+        config.agent = dataclasses.replace(config.agent, batch_size=8)
     config.models = tuple(args.models or config.models)
     config.budgets = tuple(args.budgets or config.budgets)
     config.methods = tuple(args.methods or config.methods)
     if not args.quick:
         config.seeds = tuple(range(args.seeds))
     config.episodes = args.episodes or config.episodes
+    # The schedule of a search of the run's evaluations (the default one at 300).
+    config.agent = config.agent.schedule_for(config.episodes, args.warmup_episodes, args.noise_decay)
     config.out = args.out or config.out
     config.markdown = args.markdown or (config.out / "BENCHMARKS.md" if args.out else config.markdown)
     config.command = command_line("benchmark.py", argv)

@@ -127,6 +127,19 @@ def test_interrupted_fine_tune_continues_with_resume(capsys, tmp_path, common, m
     assert result["settings"]["agent"]["noise_decay"] == pytest.approx(0.99 ** (300 / 16))
 
 
+def test_a_search_explores_on_its_length_and_keeps_its_schedule_when_resumed_for_more(capsys, tmp_path, common):
+    out = tmp_path / "o"
+    assert run_cli(capsys, "search", *common, "--episodes", "30", "--out", str(out), "--quiet")[0] == 0
+    agent = json.loads((out / "result.json").read_text())["settings"]["agent"]
+    assert (agent["warmup_episodes"], agent["noise_decay"]) == (2, pytest.approx(0.99**10))  # 300 squeezed to 30
+    resume = ["search", *common, "--episodes", "32", "--resume", "--out", str(out), "--quiet"]
+    status, _, stderr = run_cli(capsys, *resume, "--noise-decay", "0.5")
+    assert status == 2 and "other settings (agent.noise_decay)" in stderr
+    assert run_cli(capsys, *resume)[0] == 0  # not squeezed again to 32 episodes
+    result = json.loads((out / "result.json").read_text())
+    assert result["search"]["episodes"] == 32 and result["settings"]["agent"] == agent
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -89,5 +89,5 @@ def test_a_schedule_keeps_the_values_it_is_given():
 
 
 def test_a_schedule_for_no_episodes_is_refused():
-    with pytest.raises(CwhawqError, match="at least 1 episode"):
+    with pytest.raises(CwhawqError, match="episodes must be at least 1, not 0"):
         AgentSettings().schedule_for(0)
