@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import (
@@ -203,6 +204,23 @@ def add_anchor_steps_argument(parser: argparse.ArgumentParser | argparse._Argume
     )
 
 
+def search_agent_settings(args: argparse.Namespace, **extra: Any) -> AgentSettings:
+    """`AgentSettings` from the agent options that `search` and `scripts/benchmark.py` share, the schedule left at
+    its default (`exploration_schedule` sets it); `extra` sets other fields."""
+    return AgentSettings(
+        noise_sigma=args.noise_sigma,
+        noise_layers=args.noise_layers,
+        noise_layers_law=args.noise_layers_law,
+        warm_start=None if args.warm_start == "none" else args.warm_start,
+        action=args.action,
+        observation=args.observation,
+        imitate_best=args.imitate_best,
+        anchor_steps=args.anchor_steps,
+        coarse_share=args.coarse_share,
+        **extra,
+    )
+
+
 def problem_settings(args: argparse.Namespace) -> ProblemSettings:
     """Build `ProblemSettings` from parsed arguments."""
     budget_bits = args.budget_bits if args.budget_bits is not None or args.budget_mb is not None else 2.5
@@ -244,20 +262,9 @@ def _search(args: argparse.Namespace) -> None:
 
     problem_cfg = problem_settings(args)
     out = args.out or _default_out(problem_cfg, "search")
-    agent = AgentSettings(
-        noise_sigma=args.noise_sigma,
-        noise_layers=args.noise_layers,
-        noise_layers_law=args.noise_layers_law,
-        warm_start=None if args.warm_start == "none" else args.warm_start,
-        action=args.action,
-        observation=args.observation,
-        imitate_best=args.imitate_best,
-        anchor_steps=args.anchor_steps,
-        coarse_share=args.coarse_share,
-    )
     settings = SearchSettings(
         problem=problem_cfg,
-        agent=exploration_schedule(agent, args.episodes, args, out),
+        agent=exploration_schedule(search_agent_settings(args), args.episodes, args, out),
         episodes=args.episodes,
         seed=args.seed,
         out=out,

@@ -45,6 +45,7 @@ from cwhawq.cli import (  # noqa: E402
     add_noise_layer_arguments,
     add_search_rule_arguments,
     add_trace_arguments,
+    search_agent_settings,
 )
 from cwhawq.evaluation import log_probs  # noqa: E402
 from cwhawq.problem import Assignment, QuantProblem, build_problem  # noqa: E402
@@ -450,19 +451,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         objective=args.objective, channel_order=args.channel_order, kl_train_samples=args.kl_train_samples,
         traces=traces,
     )  # fmt: skip
-    config.agent = AgentSettings(
-        warm_start=None if args.warm_start == "none" else args.warm_start,
-        action=args.action,
-        observation=args.observation,
-        noise_sigma=args.noise_sigma,
-        noise_layers=args.noise_layers,
-        noise_layers_law=args.noise_layers_law,
+    config.agent = search_agent_settings(
+        args,
         warmup_random_share=args.warmup_random_share,
         random_share=args.random_share,
         updates_per_step=args.updates_per_step,
-        imitate_best=args.imitate_best,
-        anchor_steps=args.anchor_steps,
-        coarse_share=args.coarse_share,
     )
     if args.quick:
         config.models, config.budgets, config.seeds, config.episodes = ("digits_cnn",), (2.5,), (0, 1), 16
