@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.ddpg import HaqDDPG
-from agents.search import SearchRun
+from agents.search import SearchRun, recorded_agent_settings
 from cwhawq.errors import CwhawqError
 from cwhawq.settings import AgentSettings, SearchSettings
 from envs.channel_bits_env import ChannelBitsEnv
@@ -316,6 +316,12 @@ def test_coarse_phase_interrupt_and_resume(digits_problem, tmp_path, monkeypatch
     assert json.loads((out / "result.json").read_text()) == json.loads(json.dumps(interrupted))
     with pytest.raises(CwhawqError, match="--resume"):
         SearchRun(digits_problem, coarse_settings_for(out, episodes=30))
+    # Before the channel-wise phase has a state, the schedule to resume on is the coarse phase's (the same).
+    assert not (out / "state.json").exists()
+    recorded = recorded_agent_settings(out)
+    agent = coarse_settings_for(out, episodes=30).agent
+    assert (recorded["warmup_episodes"], recorded["noise_decay"]) == (agent.warmup_episodes, agent.noise_decay)
+    assert recorded_agent_settings(tmp_path / "nothing") == {}
 
     monkeypatch.setattr(ChannelBitsEnv, "_finish", original_finish)
     resumed = SearchRun(digits_problem, coarse_settings_for(out, episodes=30, resume=True)).run()
